@@ -1,0 +1,18 @@
+"""Registered backbone wrappers, for each OpenMMLab package that is installed.
+
+``import expedite_mm`` (or ``custom_imports=dict(imports=['expedite_mm'])``) registers
+``ExpeditedViT`` into mmseg's ``MODELS`` when mmseg is installed (and so on); a package
+that is not installed is skipped. A package that is installed but fails to import
+raises, so a broken environment is not silently ignored.
+"""
+import importlib.util
+
+from .expedite import ExpediteMixin
+
+REGISTERED = {}
+
+if importlib.util.find_spec("mmseg") is not None:
+    from .vit import ExpeditedViT
+    REGISTERED["mmseg"] = ["ExpeditedViT"]
+
+__all__ = ["ExpediteMixin", "REGISTERED"]

@@ -1,0 +1,108 @@
+"""``ExpeditedViT``: mmseg's ``VisionTransformer`` with token clustering/reconstruction."""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from mmseg.models.backbones import VisionTransformer
+from mmseg.registry import MODELS
+from torch import Tensor
+
+from ..ops.cluster import GridSpec
+from .expedite import (DEFAULT_GRID, DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE,
+                       DEFAULT_WINDOW, ExpediteMixin)
+
+
+@MODELS.register_module()
+class ExpeditedViT(ExpediteMixin, VisionTransformer):
+    """mmseg ``VisionTransformer`` that runs layers ``cluster_after+1 .. reconstruct_after``
+    on ``cluster_grid`` cluster centres instead of all patch tokens (SPEC section 2).
+
+    Takes every ``VisionTransformer`` argument, with the same state-dict keys, plus:
+
+    Args:
+        cluster_after: alpha, the number of layers before clustering (0 <= alpha < depth);
+            ``None`` (default) disables expediting and gives the stock backbone.
+        reconstruct_after: alpha + beta, the layer after which tokens are restored to
+            full resolution (default: the last layer, after the final norm).
+        cluster_grid: the cluster grid: int, ``(h, w)`` or a ratio of the token grid.
+        cluster_window: odd side of the neighbourhood a token may be assigned to.
+        cluster_iters: EM iterations. temperature: tau of both layers.
+        reconstruct_k: neighbours per reconstructed token.
+        reconstruct_normalize: ``"sum"`` (paper) or ``"l2"`` (released code).
+        reconstruct_neighbours: ``"global"`` kNN or ``"local"`` (the EM's candidates).
+
+    Every output in ``out_indices`` comes back at full resolution; one taken inside the
+    clustered span is reconstructed with the same weights. The class token passes
+    through the clustered layers untouched by clustering.
+    """
+
+    def __init__(self, *args, cluster_after: Optional[int] = None,
+                 reconstruct_after: Optional[int] = None,
+                 cluster_grid: GridSpec = DEFAULT_GRID,
+                 cluster_window: int = DEFAULT_WINDOW,
+                 cluster_iters: int = DEFAULT_ITERS,
+                 temperature: float = DEFAULT_TEMPERATURE,
+                 reconstruct_k: int = DEFAULT_K,
+                 reconstruct_normalize: str = "sum",
+                 reconstruct_neighbours: str = "global", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_expedite(len(self.layers), cluster_after, reconstruct_after, cluster_grid,
+                            cluster_window, cluster_iters, temperature, reconstruct_k,
+                            reconstruct_normalize, reconstruct_neighbours, what="layers")
+
+    def forward(self, inputs: Tensor) -> Tuple:
+        if not self.expedited:
+            return super().forward(inputs)
+        B = inputs.shape[0]
+        x, hw = self.patch_embed(inputs)
+        if not self._can_expedite(hw):
+            return super().forward(inputs)
+        # Embedding exactly as the stock forward.
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+        x = self._pos_embeding(x, hw, self.pos_embed)
+        if not self.with_cls_token:
+            x = x[:, 1:]
+        if self.pre_norm:
+            x = self.pre_ln(x)
+
+        outs: List = []
+        if self.out_origin:
+            outs.append(self._output(x, hw))
+        state = None
+        last = len(self.layers) - 1
+        if self.cluster_after == 0:
+            x, state = self._cluster_tokens(x, hw)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i == last and self.final_norm:
+                x = self.norm1(x)
+            if i + 1 == self.reconstruct_after:
+                x, state = self._reconstruct_tokens(x, state), None
+            if i in self.out_indices:
+                full = x if state is None else self._reconstruct_tokens(x, state)
+                outs.append(self._output(full, hw))
+            if i + 1 == self.cluster_after:
+                x, state = self._cluster_tokens(x, hw)
+        return tuple(outs)
+
+    def _split(self, x: Tensor) -> Tuple[Optional[Tensor], Tensor]:
+        return (x[:, :1], x[:, 1:]) if self.with_cls_token else (None, x)
+
+    def _join(self, cls: Optional[Tensor], tokens: Tensor) -> Tensor:
+        return tokens if cls is None else torch.cat((cls, tokens), dim=1)
+
+    def _cluster_tokens(self, x: Tensor, hw: Tuple[int, int]):
+        cls, tokens = self._split(x)
+        centers, state = self.clustering(tokens, hw)
+        return self._join(cls, centers), state
+
+    def _reconstruct_tokens(self, x: Tensor, state) -> Tensor:
+        cls, centers = self._split(x)
+        return self._join(cls, self.reconstruction(centers, state))
+
+    def _output(self, x: Tensor, hw: Tuple[int, int]):
+        """Full-resolution tokens (B, 1+N, C) -> the stock output format."""
+        cls, tokens = self._split(x)
+        out = tokens.reshape(x.shape[0], hw[0], hw[1], -1).permute(0, 3, 1, 2).contiguous()
+        return [out, x[:, 0]] if self.output_cls_token else out

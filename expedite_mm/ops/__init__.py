@@ -1,0 +1,10 @@
+"""Pure-torch operators of the method (no OpenMMLab imports)."""
+from .cluster import (DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE, DEFAULT_WINDOW,
+                      NEIGHBOURS, NORMALIZATIONS, ClusterState, TokenClustering,
+                      TokenReconstruction, can_cluster, resolve_grid, weighted_gather)
+
+__all__ = [
+    "TokenClustering", "TokenReconstruction", "ClusterState", "resolve_grid", "can_cluster",
+    "weighted_gather", "DEFAULT_WINDOW", "DEFAULT_ITERS", "DEFAULT_TEMPERATURE", "DEFAULT_K",
+    "NORMALIZATIONS", "NEIGHBOURS",
+]

@@ -1,0 +1,236 @@
+"""The two operators against the naive re-derivations of SPEC section 1 (tests/naive.py)."""
+import math
+
+import naive
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from expedite_mm.ops import TokenClustering, TokenReconstruction, resolve_grid, weighted_gather
+
+SHAPES = [((40, 40), (28, 28)), ((30, 40), (15, 20)), ((48, 48), (32, 32)), ((7, 9), (3, 4))]
+
+
+def _rel_err(ours, ref, scale):
+    return (ours.double() - ref).abs().max().item() / scale
+
+
+@pytest.mark.parametrize("window", [3, 5, 7])
+@pytest.mark.parametrize("hw,grid", SHAPES)
+def test_clustering_matches_naive(hw, grid, window):
+    z = torch.randn(2, hw[0] * hw[1], 16)
+    centers, state = TokenClustering(grid, window=window, iters=5, temperature=50.0)(z, hw)
+    assert centers.shape == (2, grid[0] * grid[1], 16)
+    for b in range(2):
+        ref = naive.cluster(z[b], hw, grid, window, iters=5, temperature=50.0)
+        assert _rel_err(centers[b], ref, z.abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("neighbours", ["global", "local"])
+@pytest.mark.parametrize("normalize", ["sum", "l2"])
+@pytest.mark.parametrize("hw,grid,window", [((40, 40), (28, 28), 5), ((30, 40), (15, 20), 3),
+                                            ((48, 48), (32, 32), 7), ((7, 9), (3, 4), 5)])
+def test_reconstruction_matches_naive(hw, grid, window, normalize, neighbours):
+    z = torch.randn(2, hw[0] * hw[1], 16)
+    centers, state = TokenClustering(grid, window=window)(z, hw)
+    refined = torch.tanh(centers) * 3 + 0.5          # stands in for the beta layers
+    out = TokenReconstruction(k=20, normalize=normalize, neighbours=neighbours)(refined, state)
+    assert out.shape == z.shape
+    local = dict(hw=hw, grid=grid, window=window) if neighbours == "local" else {}
+    for b in range(2):
+        s_before = naive.cluster(z[b], hw, grid, window)
+        ref = naive.reconstruct(z[b], s_before, refined[b], k=20, normalize=normalize, **local)
+        assert _rel_err(out[b], ref, refined.abs().max()) <= 1e-5
+
+
+def test_weights_follow_paper_and_released_normalisation():
+    z = torch.randn(1, 100, 8)
+    centers, state = TokenClustering((5, 5))(z, (10, 10))
+    _, w_sum = TokenReconstruction(k=7, normalize="sum").weights(state)
+    _, w_l2 = TokenReconstruction(k=7, normalize="l2").weights(state)
+    torch.testing.assert_close(w_sum.sum(-1), torch.ones(1, 100))
+    torch.testing.assert_close(w_l2.norm(dim=-1), torch.ones(1, 100))
+    # same direction, different scale: l2 = sum * (sum of weights / their norm) >= sum
+    torch.testing.assert_close(w_l2 / w_l2.norm(dim=-1, keepdim=True),
+                               w_sum / w_sum.norm(dim=-1, keepdim=True))
+
+
+def test_window_one_is_hard_assignment_to_home_cell():
+    """lambda = 1: every token joins only its home cell (row floor(i*h/H), col floor(j*w/W)),
+    so every centre is the plain mean of its home tokens, whatever the features."""
+    H, W, h, w = 7, 10, 3, 4
+    z = torch.randn(1, H * W, 5) * 10
+    centers, _ = TokenClustering((h, w), window=1, iters=1)(z, (H, W))
+    for r in range(h):
+        for c in range(w):
+            home = [i * W + j for i in range(H) for j in range(W) if i * h // H == r and j * w // W == c]
+            torch.testing.assert_close(centers[0, r * w + c], z[0, home].mean(0))
+
+
+def test_piecewise_constant_tokens_are_reconstructed():
+    """Tokens taking 4 values in 4 quadrants: the centres settle on those values and
+    reconstruction (with unrefined centres) gives the tokens back."""
+    values = torch.randn(4, 32) * 5
+    quadrant = torch.tensor([[(i >= 10) * 2 + (j >= 10) for j in range(20)] for i in range(20)])
+    z = values[quadrant.flatten()][None]
+    centers, state = TokenClustering((10, 10), temperature=1.0)(z, (20, 20))
+    out = TokenReconstruction(k=4, temperature=1.0)(centers, state)
+    torch.testing.assert_close(out, z, atol=1e-4, rtol=1e-4)
+
+
+def test_grid_ratio_is_resolved_per_input():
+    assert resolve_grid(0.7, (40, 40)) == (28, 28)
+    assert resolve_grid(0.5, (30, 45)) == (15, 22)
+    assert resolve_grid(0.01, (10, 10)) == (1, 1)
+    clustering = TokenClustering(0.7)
+    for hw in [(40, 40), (32, 48)]:
+        z = torch.randn(2, hw[0] * hw[1], 8)
+        centers, state = clustering(z, hw)
+        assert state.grid == resolve_grid(0.7, hw)
+        assert centers.shape[1] == state.grid[0] * state.grid[1]
+        assert TokenReconstruction()(centers, state).shape == z.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_far_apart_features_do_not_underflow(dtype):
+    """Features x100 (squared distances ~1e6, exp(-D/tau) underflows even in float64
+    without the max/min shifts): no NaN, no all-zero rows, and equal to the float64
+    re-derivation. fp32 distances of that size carry absolute rounding errors of ~0.1,
+    i.e. ~2e-3 in the exponent, so fp32 is held to 1e-3 of the feature scale."""
+    hw, grid = (40, 40), (28, 28)
+    z = (torch.randn(2, 1600, 16) * 100).to(dtype)
+    centers, state = TokenClustering(grid)(z, hw)
+    recon = TokenReconstruction(k=20)(centers, state)
+    index, weight = TokenReconstruction(k=20).weights(state)
+    assert torch.isfinite(centers).all() and torch.isfinite(recon).all()
+    assert (weight.sum(-1) > 0).all() and (recon.abs().sum(-1) > 0).all()
+    tol = 1e-9 if dtype == torch.float64 else 1e-3
+    scale = z.abs().max()
+    for b in range(2):
+        ref = naive.cluster(z[b], hw, grid)
+        assert _rel_err(centers[b], ref, scale) <= tol
+        ref_recon = naive.reconstruct(z[b], ref, ref)
+        assert _rel_err(recon[b], ref_recon, scale) <= tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs(dtype):
+    z = torch.randn(2, 1600, 32)
+    centers, state = TokenClustering((28, 28))(z.to(dtype), (40, 40))
+    out = TokenReconstruction()(centers, state)
+    assert centers.dtype == dtype and out.dtype == dtype
+    assert torch.isfinite(centers.float()).all() and torch.isfinite(out.float()).all()
+    assert state.tokens.dtype == torch.float32          # computed in fp32 inside
+    ref_centers, _ = TokenClustering((28, 28))(z.to(dtype).float(), (40, 40))
+    torch.testing.assert_close(centers.float(), ref_centers.to(dtype).float())
+
+
+def test_fp32_inside_autocast():
+    z = torch.randn(1, 400, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        centers, state = TokenClustering((10, 10))(z, (20, 20))
+        out = TokenReconstruction()(centers, state)
+    ref_centers, ref_state = TokenClustering((10, 10))(z, (20, 20))
+    assert centers.dtype == torch.float32 and out.dtype == torch.float32
+    torch.testing.assert_close(centers, ref_centers)
+    torch.testing.assert_close(out, TokenReconstruction()(ref_centers, ref_state))
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest tensor any aten op returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_em_never_allocates_dense_distances():
+    B, (H, W), (h, w), C = 1, (80, 80), (56, 56), 64
+    N, M = H * W, h * w
+    z = torch.randn(B, N, C)
+    clustering = TokenClustering((h, w), window=5)
+    clustering(z, (H, W))                        # index tables are built (and cached) here
+    with _LargestTensor() as probe:
+        clustering(z, (H, W))
+    dense = B * N * M
+    assert probe.largest < dense / 4, (probe.largest, dense)
+    # the per-iteration work is O(N * lambda * C): bounded by a small multiple of it
+    assert probe.largest <= 4 * N * 25 * C
+
+
+def test_operators_hold_no_weights():
+    for module in (TokenClustering((4, 4)), TokenReconstruction()):
+        assert list(module.parameters()) == [] and list(module.buffers()) == []
+        assert module.state_dict() == {}
+
+
+def test_gradients_match_finite_differences():
+    z = torch.randn(1, 6 * 7, 3, dtype=torch.float64, requires_grad=True)
+    refined = torch.randn(1, 3 * 4, 3, dtype=torch.float64, requires_grad=True)
+
+    def run(z, refined, neighbours):
+        centers, state = TokenClustering((3, 4), window=3, iters=2, temperature=2.0)(z, (6, 7))
+        out = TokenReconstruction(k=5, temperature=2.0, neighbours=neighbours)(refined, state)
+        return centers, out
+
+    for neighbours in ("global", "local"):
+        assert torch.autograd.gradcheck(lambda a, b: run(a, b, neighbours), (z, refined))
+
+
+def test_weighted_gather_matches_loop():
+    values = torch.randn(2, 9, 4)
+    index = torch.randint(0, 9, (2, 5, 3))
+    weight = torch.rand(2, 5, 3)
+    out = weighted_gather(values, index, weight)
+    for b in range(2):
+        for n in range(5):
+            ref = sum(weight[b, n, j] * values[b, index[b, n, j]] for j in range(3))
+            torch.testing.assert_close(out[b, n], ref)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(grid=0), "grid"), (dict(grid=(4, 0)), "grid"), (dict(grid=1.5), "grid"),
+    (dict(grid=(4, 4, 4)), "grid"), (dict(grid=(4, 4), window=4), "window"),
+    (dict(grid=(4, 4), window=0), "window"), (dict(grid=(4, 4), iters=0), "iters"),
+    (dict(grid=(4, 4), temperature=0.0), "temperature"),
+    (dict(grid=(4, 4), temperature=math.inf), "temperature"),
+])
+def test_clustering_validation(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        TokenClustering(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(k=0), "k"), (dict(temperature=-1.0), "temperature"),
+    (dict(normalize="l1"), "normalize"), (dict(neighbours="all"), "neighbours"),
+])
+def test_reconstruction_validation(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        TokenReconstruction(**kwargs)
+
+
+def test_clustering_rejects_mismatched_input():
+    with pytest.raises(ValueError, match="hw"):
+        TokenClustering((4, 4))(torch.randn(1, 50, 3), (7, 7))
+    with pytest.raises(ValueError, match="larger than the token grid"):
+        TokenClustering((8, 8))(torch.randn(1, 49, 3), (7, 7))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    z = torch.randn(2, 1600, 64)
+    centers, state = TokenClustering((28, 28))(z, (40, 40))
+    out = TokenReconstruction()(centers * 2, state)
+    with torch.autocast("cuda", dtype=torch.float16):
+        centers_cuda, state_cuda = TokenClustering((28, 28))(z.cuda().half(), (40, 40))
+        out_cuda = TokenReconstruction()(centers_cuda * 2, state_cuda)
+    assert centers_cuda.dtype == torch.float16
+    torch.testing.assert_close(centers_cuda.float().cpu(), centers, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(out_cuda.float().cpu(), out, atol=4e-2, rtol=2e-2)

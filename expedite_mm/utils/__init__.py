@@ -1,0 +1,1 @@
+"""Helpers for the tools: fvcore FLOP counting, safe checkpoint loading."""

@@ -234,3 +234,18 @@ def test_cuda_matches_cpu():
     assert centers_cuda.dtype == torch.float16
     torch.testing.assert_close(centers_cuda.float().cpu(), centers, atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(out_cuda.float().cpu(), out, atol=4e-2, rtol=2e-2)
+
+
+def test_ops_package_is_pure_torch():
+    """expedite_mm/ops imports nothing from OpenMMLab (usable and testable on its own)."""
+    import ast
+    import pathlib
+
+    import expedite_mm.ops as ops_package
+    for path in pathlib.Path(ops_package.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            assert not any(n.split(".")[0] in {"mmcv", "mmengine", "mmseg", "mmdet", "mmpretrain"}
+                           for n in names), (path.name, names)

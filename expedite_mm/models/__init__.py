@@ -15,4 +15,11 @@ if importlib.util.find_spec("mmseg") is not None:
     from .vit import ExpeditedViT
     REGISTERED["mmseg"] = ["ExpeditedViT"]
 
+if importlib.util.find_spec("mmseg") is not None:
+    # DPT depth (issue 7): hybrid backbone, depth head, KITTI dataset/KBCrop, depth metric
+    from . import dpt_head, hybrid_vit  # noqa: F401
+    from .. import datasets, evaluation  # noqa: F401
+    REGISTERED["mmseg"] += ["HybridViT", "ExpeditedHybridViT", "DPTDepthHead",
+                            "KITTIDepthDataset", "KBCrop", "MonoDepthMetric"]
+
 __all__ = ["ExpediteMixin", "REGISTERED"]

@@ -1,0 +1,103 @@
+"""The R50+ViT-B/16 hybrid backbone of DPT, stock and expedited.
+
+``HybridViT`` is mmseg's ``VisionTransformer`` run on the stride-16 output of a BiT ResNet
+(:class:`~expedite_mm.models.bit_resnet.BiTResNet`) through a 1x1 "patch" embedding, as
+in the ViT paper's hybrid and DPT's ``vitb_rn50_384``; it also returns the outputs of
+the first ResNet stages (DPT's first two taps). ``ExpeditedHybridViT`` adds
+:class:`~expedite_mm.models.vit.ExpeditedViT`'s clustering/reconstruction to the ViT
+part: the same class, the same layer loop, only the embedding input differs.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+from mmseg.models.backbones import VisionTransformer
+from mmseg.registry import MODELS
+from torch import Tensor
+
+from ..ops.cluster import GridSpec
+from .bit_resnet import BiTResNet
+from .expedite import (DEFAULT_GRID, DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE,
+                       DEFAULT_WINDOW)
+from .vit import ExpeditedViT
+
+
+@MODELS.register_module()
+class HybridViT(VisionTransformer):
+    """BiT ResNet stem + mmseg ``VisionTransformer`` on its stride-16 features (stock).
+
+    Args:
+        resnet_depths, resnet_channels, resnet_stem_channels, resnet_num_groups,
+        resnet_ws_eps: the :class:`BiTResNet` (defaults: ResNet-50's first three stages).
+        resnet_out_indices: ResNet stages whose outputs come first in the outputs
+            (DPT: ``(0, 1)``, 256 and 512 channels at strides 4 and 8).
+        img_size: the pre-training image size in pixels; the position embedding holds
+            ``img_size // 16`` squared positions and is resized (``interpolate_mode``,
+            bilinear as in DPT) to the token grid of any input.
+        in_channels: image channels.
+        **kwargs: every other ``VisionTransformer`` argument (embed_dims, num_layers,
+            out_indices, output_cls_token, norm_cfg, ...). ``patch_size`` is not one: the
+            ViT sees 1x1 patches of the ResNet features (the hybrid's "16" is its stride).
+
+    Input (B, 3, H, W) -> the ResNet outputs (B, C_i, ceil(H/s_i), ceil(W/s_i)), then the
+    ``VisionTransformer`` outputs on the ``ceil(H/16) x ceil(W/16)`` token grid.
+    """
+
+    def __init__(self, resnet_depths: Sequence[int] = (3, 4, 9),
+                 resnet_channels: Sequence[int] = (256, 512, 1024),
+                 resnet_stem_channels: int = 64, resnet_num_groups: int = 32,
+                 resnet_ws_eps: float = 1e-8, resnet_out_indices: Sequence[int] = (0, 1),
+                 img_size: int = 384, in_channels: int = 3, patch_bias: bool = True,
+                 interpolate_mode: str = "bilinear", **kwargs) -> None:
+        if "patch_size" in kwargs:
+            raise ValueError("patch_size is not an argument of HybridViT: the ViT runs on 1x1 "
+                             "patches of the ResNet features, whose stride sets the token grid")
+        resnet = BiTResNet(resnet_depths, resnet_channels, resnet_stem_channels,
+                           resnet_num_groups, resnet_ws_eps, in_channels)
+        out_indices = tuple(resnet_out_indices)
+        if not all(isinstance(i, int) and 0 <= i < len(resnet_depths) for i in out_indices):
+            raise ValueError(f"resnet_out_indices must hold stage indices in "
+                             f"[0, {len(resnet_depths) - 1}], got {resnet_out_indices!r}")
+        if isinstance(img_size, int):
+            img_size = (img_size, img_size)
+        grid = tuple(size // resnet.stride for size in img_size)
+        super().__init__(img_size=grid, patch_size=1, in_channels=resnet.out_channels[-1],
+                         patch_bias=patch_bias, interpolate_mode=interpolate_mode, **kwargs)
+        self.resnet = resnet
+        self.resnet_out_indices = out_indices
+
+    def forward(self, inputs: Tensor) -> Tuple:
+        stages = self.resnet(inputs)
+        # super().forward is the ViT forward (ExpeditedViT's in the expedited subclass).
+        return (*[stages[i] for i in self.resnet_out_indices], *super().forward(stages[-1]))
+
+
+@MODELS.register_module()
+class ExpeditedHybridViT(HybridViT, ExpeditedViT):
+    """``HybridViT`` with token clustering/reconstruction in its ViT (SPEC section 2).
+
+    Takes every ``HybridViT`` argument plus the expedite arguments of
+    :class:`~expedite_mm.models.vit.ExpeditedViT` (``cluster_after``, ``cluster_grid``,
+    ...; ``cluster_grid`` as a ratio is relative to the stride-16 token grid), with the
+    same state-dict keys as ``HybridViT``. ViT outputs inside the clustered span come
+    back reconstructed at full resolution; the ResNet outputs are untouched.
+    ``cluster_after=None`` gives the stock ``HybridViT`` forward.
+    """
+
+    def __init__(self, *args, cluster_after: Optional[int] = None,
+                 reconstruct_after: Optional[int] = None,
+                 cluster_grid: GridSpec = DEFAULT_GRID,
+                 cluster_window: int = DEFAULT_WINDOW,
+                 cluster_iters: int = DEFAULT_ITERS,
+                 temperature: float = DEFAULT_TEMPERATURE,
+                 reconstruct_k: int = DEFAULT_K,
+                 reconstruct_normalize: str = "sum",
+                 reconstruct_neighbours: str = "global", **kwargs) -> None:
+        # Listed (not left in **kwargs) so that they are part of this class's signature;
+        # HybridViT.__init__ hands them on to ExpeditedViT.__init__ (next in the MRO).
+        super().__init__(*args, cluster_after=cluster_after, reconstruct_after=reconstruct_after,
+                         cluster_grid=cluster_grid, cluster_window=cluster_window,
+                         cluster_iters=cluster_iters, temperature=temperature,
+                         reconstruct_k=reconstruct_k,
+                         reconstruct_normalize=reconstruct_normalize,
+                         reconstruct_neighbours=reconstruct_neighbours, **kwargs)

@@ -18,7 +18,8 @@ py=$venv/bin/python
 pip() { "$py" -m pip install --disable-pip-version-check -q -c "$pins" "$@"; }
 pin() { grep -E "^$1==" "$pins"; }
 pip "$(pin torch)" "$(pin numpy)"
-pip "setuptools<70" wheel ninja
+# mmcv 2.1.0's setup.py builds only with setuptools < 70 (not the pinned runtime one, hence no -c)
+"$py" -m pip install --disable-pip-version-check -q "setuptools<70" wheel ninja
 MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} pip --no-build-isolation "$(pin mmcv)"
 pip -r "$pins"
 "$py" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e "$root"

@@ -2,9 +2,12 @@
 from .cluster import (DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE, DEFAULT_WINDOW,
                       NEIGHBOURS, NORMALIZATIONS, ClusterState, TokenClustering,
                       TokenReconstruction, can_cluster, resolve_grid, weighted_gather)
+from .window import (DEFAULT_WINDOW_K, WindowClusterState, cluster_windows,
+                     reconstruct_windows)
 
 __all__ = [
     "TokenClustering", "TokenReconstruction", "ClusterState", "resolve_grid", "can_cluster",
     "weighted_gather", "DEFAULT_WINDOW", "DEFAULT_ITERS", "DEFAULT_TEMPERATURE", "DEFAULT_K",
     "NORMALIZATIONS", "NEIGHBOURS",
+    "cluster_windows", "reconstruct_windows", "WindowClusterState", "DEFAULT_WINDOW_K",
 ]

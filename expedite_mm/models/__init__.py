@@ -22,4 +22,12 @@ if importlib.util.find_spec("mmseg") is not None:
     REGISTERED["mmseg"] += ["HybridViT", "ExpeditedHybridViT", "DPTDepthHead",
                             "KITTIDepthDataset", "KBCrop", "MonoDepthMetric"]
 
+if importlib.util.find_spec("mmseg") is not None:
+    from . import swin_mmseg  # noqa: F401  (ExpeditedSwin in mmseg's MODELS)
+    REGISTERED.setdefault("mmseg", []).append("ExpeditedSwin")
+
+if importlib.util.find_spec("mmdet") is not None:
+    from . import swin_mmdet  # noqa: F401  (ExpeditedSwin in mmdet's MODELS)
+    REGISTERED.setdefault("mmdet", []).append("ExpeditedSwin")
+
 __all__ = ["ExpediteMixin", "REGISTERED"]

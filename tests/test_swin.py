@@ -1,0 +1,297 @@
+"""ExpeditedSwin against mmdet's and mmseg's SwinTransformer (SPEC section 2, Swin)."""
+import importlib
+import warnings
+
+import naive_window
+import pytest
+import torch
+
+import expedite_mm  # noqa: F401  (registers ExpeditedSwin in both registries)
+from expedite_mm.ops import TokenClustering, TokenReconstruction
+
+PACKAGES = ["mmdet", "mmseg"]
+# A tiny Swin: window 6 (k=4 when clustered), 6 blocks in the expedited third stage.
+TINY = dict(embed_dims=16, depths=(2, 2, 6, 2), num_heads=(1, 2, 2, 4), window_size=6,
+            mlp_ratio=2, drop_path_rate=0.0)
+
+
+def stock_swin(package):
+    return importlib.import_module(f"{package}.models.backbones").SwinTransformer
+
+
+def stock_block(package):
+    return importlib.import_module(f"{package}.models.backbones.swin").SwinBlock
+
+
+def registry(package):
+    return importlib.import_module(f"{package}.registry").MODELS
+
+
+def build_pair(package, dtype=torch.float32, **expedite):
+    """A stock Swin and an ExpeditedSwin of the same package with the same random weights."""
+    stock = stock_swin(package)(**TINY).to(dtype)
+    ours = registry(package).build(dict(type="ExpeditedSwin", **TINY, **expedite)).to(dtype)
+    ours.load_state_dict(stock.state_dict())
+    stock.eval()      # (mmdet's SwinTransformer.train returns None: no chaining)
+    ours.eval()
+    return stock, ours
+
+
+def window_k_block(package, block, k):
+    """The block as a *stock* SwinBlock built for window k (shift k//2 where it shifted),
+    holding the same weights and the independently resized bias table."""
+    attn = block.attn
+    new = stock_block(package)(
+        embed_dims=attn.w_msa.embed_dims, num_heads=attn.w_msa.num_heads,
+        feedforward_channels=block.ffn.feedforward_channels, window_size=k,
+        shift=attn.shift_size > 0)
+    weights = block.state_dict()
+    table = weights["attn.w_msa.relative_position_bias_table"]
+    weights["attn.w_msa.relative_position_bias_table"] = naive_window.resize_table(table, k)
+    weights["attn.w_msa.relative_position_index"] = new.attn.w_msa.relative_position_index
+    new.load_state_dict(weights)
+    new.to(table.dtype).eval()
+    return new
+
+
+def reference(package, stock, x, stage, cluster_after, reconstruct_after, k,
+              clustering, reconstruction):
+    """SPEC written out: stock stages; in the expedited stage, per-window clustering after
+    ``cluster_after`` blocks (loop over windows), the next blocks as stock window-k blocks
+    on the clustered map, per-window reconstruction after ``reconstruct_after`` blocks."""
+    K = stock.stages[0].blocks[0].attn.window_size
+    x, hw = stock.patch_embed(x)
+    outs = []
+    for i, stage_module in enumerate(stock.stages):
+        if i != stage:
+            x, hw, out, out_hw = stage_module(x, hw)
+        else:
+            states, small_hw = None, None
+
+            def cluster(x):
+                centre_map, states = naive_window.cluster_per_window(x, hw, K, clustering)
+                return centre_map.flatten(1, 2), states, tuple(centre_map.shape[1:3])
+
+            if cluster_after == 0:
+                x, states, small_hw = cluster(x)
+            for number, block in enumerate(stage_module.blocks, start=1):
+                if states is None:
+                    x = block(x, hw)
+                else:
+                    x = window_k_block(package, block, k)(x, small_hw)
+                if number == cluster_after:
+                    x, states, small_hw = cluster(x)
+                elif number == reconstruct_after:
+                    x = naive_window.reconstruct_per_window(
+                        x.view(x.shape[0], *small_hw, -1), states, hw, K, reconstruction)
+                    states = None
+            out, out_hw = x, hw
+            if stage_module.downsample:
+                x, hw = stage_module.downsample(x, hw)
+        if i in stock.out_indices:
+            out = getattr(stock, f"norm{i}")(out)
+            outs.append(out.view(-1, *out_hw, out.shape[-1]).permute(0, 3, 1, 2))
+    return outs
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_registered_in_both_registries_as_subclass(package):
+    _, ours = build_pair(package, cluster_after=2)
+    assert isinstance(ours, stock_swin(package))
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_disabled_is_bit_identical(package):
+    stock, ours = build_pair(package, out_indices=(0, 1, 2, 3))
+    x = torch.randn(2, 3, 150, 203)
+    with torch.no_grad():
+        for a, b in zip(stock(x), ours(x), strict=True):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_state_dict_keys_equal_stock(package):
+    stock, ours = build_pair(package, cluster_after=2, clustered_window_size=4)
+    assert list(ours.state_dict()) == list(stock.state_dict())
+    assert {k: v.shape for k, v in ours.state_dict().items()} == \
+        {k: v.shape for k, v in stock.state_dict().items()}
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+@pytest.mark.parametrize("stage,cluster_after,reconstruct_after,k,shape", [
+    (2, 2, None, 4, (2, 3, 200, 264)),   # stage-3 map 13x17: padded to 18x18, 3x3 windows
+    (2, 3, 5, 4, (1, 3, 192, 192)),      # odd alpha (next block shifted), early reconstruction
+    (2, 0, 6, 3, (1, 3, 130, 250)),      # cluster before the first block, odd k
+    (1, 1, 2, 4, (1, 3, 100, 140)),      # another stage
+])
+def test_matches_spec_reference(package, stage, cluster_after, reconstruct_after, k, shape):
+    stock, ours = build_pair(package, torch.float64, stage=stage, cluster_after=cluster_after,
+                             reconstruct_after=reconstruct_after, clustered_window_size=k,
+                             cluster_window=3, temperature=20.0, reconstruct_k=6,
+                             reconstruct_normalize="l2")
+    depth = TINY["depths"][stage]
+    clustering = TokenClustering((k, k), window=3, temperature=20.0)
+    reconstruction = TokenReconstruction(k=6, temperature=20.0, normalize="l2")
+    x = torch.randn(*shape, dtype=torch.float64)
+    with torch.no_grad():
+        ref = reference(package, stock, x, stage, cluster_after, reconstruct_after or depth, k,
+                        clustering, reconstruction)
+        outs = ours(x)
+        plain = stock(x)
+    assert len(outs) == len(ref) == 4
+    for a, b in zip(outs, ref):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(outs[3], plain[3], atol=1e-3)        # expediting did something
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_window_k_equal_K_runs_the_stock_block(package):
+    """k = K: the clustered blocks use the loaded table and index as they are."""
+    _, ours = build_pair(package, cluster_after=2, clustered_window_size=6)
+    x = torch.randn(2, 12 * 18, 64)
+    with torch.no_grad():
+        for index, block in enumerate(ours.stages[2].blocks):
+            assert torch.equal(ours._run_block_clustered(index, block, x, (12, 18)),
+                               block(x, (12, 18)))
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_clustered_block_uses_bilinearly_resized_table(package):
+    _, ours = build_pair(package, cluster_after=2, clustered_window_size=4)
+    x = torch.randn(2, 8 * 12, 64)
+    with torch.no_grad():
+        for index in (2, 3):                                      # one plain, one shifted
+            block = ours.stages[2].blocks[index]
+            expected = window_k_block(package, block, 4)(x, (8, 12))
+            got = ours._run_block_clustered(index, block, x, (8, 12))
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_parameters_and_state_dict_untouched_by_forward(package):
+    _, ours = build_pair(package, cluster_after=1, clustered_window_size=4)
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    params_before = dict(ours.named_parameters())
+    x = torch.randn(1, 3, 160, 160)
+    with torch.no_grad():
+        ours(x)
+    ours(x)[3].sum().backward()                                   # autograd path too
+    after = ours.state_dict()
+    assert list(after) == list(before)
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    params_after = dict(ours.named_parameters())
+    assert params_after.keys() == params_before.keys()
+    assert all(params_after[n] is params_before[n] for n in params_before)
+    table = ours.stages[2].blocks[3].attn.w_msa.relative_position_bias_table
+    assert table.shape == (11 * 11, 2) and table.grad is not None and table.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_resized_tables_are_cached_and_follow_new_weights(package, monkeypatch):
+    import expedite_mm.models.swin as swin_module
+    stock, ours = build_pair(package, torch.float64, cluster_after=2, clustered_window_size=4,
+                             cluster_window=3)
+    calls = []
+    real = swin_module.resize_bias_table
+    monkeypatch.setattr(swin_module, "resize_bias_table",
+                        lambda table, k: calls.append(k) or real(table, k))
+    x = torch.randn(1, 3, 160, 224, dtype=torch.float64)
+    with torch.no_grad():
+        first = ours(x)
+        assert calls == [4] * 4                                   # once per clustered block
+        assert all(torch.equal(a, b) for a, b in zip(ours(x), first))
+        assert len(calls) == 4                                    # cached
+        # new weights (load_state_dict writes in place): the cache must not be stale
+        other = stock_swin(package)(**TINY).double()
+        other.eval()
+        ours.load_state_dict(other.state_dict())
+        new = ours(x)
+        ref = reference(package, other, x, 2, 2, 6, 4, TokenClustering((4, 4), window=3),
+                        TokenReconstruction(k=10))
+    assert len(calls) == 8
+    for a, b in zip(new, ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_shapes_equal_stock_for_detection_and_segmentation_sizes():
+    """All four outputs, batch 2, with the real window 12 -> 8 on a tiny Swin (mmdet's; the
+    mmseg class runs the same mixin, compared with its stock in the tests above)."""
+    tiny_w12 = dict(embed_dims=8, depths=(1, 1, 3, 1), num_heads=(1, 1, 2, 2), window_size=12,
+                    mlp_ratio=1, drop_path_rate=0.0)
+    stock = stock_swin("mmdet")(**tiny_w12)
+    ours = registry("mmdet").build(dict(type="ExpeditedSwin", **tiny_w12, cluster_after=1,
+                                        clustered_window_size=8, cluster_window=7))
+    stock.eval()
+    ours.eval()
+    for shape in [(2, 3, 1024, 1024), (2, 3, 800, 1333), (2, 3, 640, 640)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            expected = [o.shape for o in stock(x)]
+            got = [o.shape for o in ours(x)]
+        assert got == expected, shape
+        assert len(got) == 4 and got[2][2:] == (-(-shape[2] // 16), -(-shape[3] // 16))
+
+
+def test_checkpointed_blocks_give_the_same_gradients():
+    """with_cp=True recomputes the window-k blocks in backward with the same window."""
+    _, plain = build_pair("mmdet", cluster_after=2, clustered_window_size=4)
+    cp = registry("mmdet").build(dict(type="ExpeditedSwin", **TINY, with_cp=True,
+                                      cluster_after=2, clustered_window_size=4))
+    cp.load_state_dict(plain.state_dict())
+    cp.eval()
+    x = torch.randn(1, 3, 128, 160)
+    grads = []
+    for model in (plain, cp):
+        model.zero_grad()
+        inputs = x.clone().requires_grad_(True)
+        sum(o.square().sum() for o in model(inputs)).backward()
+        grads.append((inputs.grad, model.stages[2].blocks[4].attn.w_msa.qkv.weight.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_small_input_falls_back_with_one_warning(package):
+    stock, ours = build_pair(package, cluster_after=2, clustered_window_size=4)
+    x = torch.randn(1, 3, 48, 64)                                # stage-3 map 3x4 < 4x4
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            out = ours(x)
+            ours(x)
+    assert len([w for w in caught if "smaller than the cluster grid" in str(w.message)]) == 1
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(out, stock(x)))
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(cluster_after=2, stage=4), "stage"), (dict(cluster_after=2, stage=-1), "stage"),
+    (dict(cluster_after=2, stage=1.0), "stage"),
+    (dict(cluster_after=6), "cluster_after"), (dict(cluster_after=-1), "cluster_after"),
+    (dict(stage=0, cluster_after=2), "cluster_after"),
+    (dict(cluster_after=2, reconstruct_after=2), "reconstruct_after"),
+    (dict(cluster_after=2, reconstruct_after=7), "reconstruct_after"),
+    (dict(reconstruct_after=4), "reconstruct_after"),
+    (dict(cluster_after=2, clustered_window_size=7), "clustered_window_size"),
+    (dict(cluster_after=2, clustered_window_size=0), "clustered_window_size"),
+    (dict(cluster_after=2, clustered_window_size=4.0), "clustered_window_size"),
+    (dict(cluster_after=2, cluster_window=4), "cluster_window"),
+    (dict(cluster_after=2, cluster_iters=0), "cluster_iters"),
+    (dict(cluster_after=2, temperature=-1.0), "temperature"),
+    (dict(cluster_after=2, reconstruct_k=0), "reconstruct_k"),
+    (dict(cluster_after=2, reconstruct_normalize="max"), "reconstruct_normalize"),
+])
+def test_bad_arguments_raise_at_build(kwargs, name):
+    for package in PACKAGES:
+        with pytest.raises(ValueError, match=name):
+            registry(package).build(dict(type="ExpeditedSwin", **TINY, **kwargs))
+
+
+def test_defaults():
+    ours = registry("mmdet").build(dict(type="ExpeditedSwin", **{**TINY, "window_size": 12},
+                                        cluster_after=2))
+    assert (ours.expedited_stage, ours.window_size, ours.clustered_window_size) == (2, 12, 8)
+    assert ours.reconstruct_after == 6 and ours.reconstruction.k == 10
+    assert ours.clustering.grid == (8, 8)

@@ -1,0 +1,84 @@
+# DPT-Hybrid (R50+ViT-B/16) fine-tuned on NYUv2, as released by isl-org/DPT
+# (dpt_hybrid_nyu-2ce69ec7.pt), in mmseg conventions: DepthEstimator + HybridViT +
+# DPTDepthHead, on mmseg's NYU dataset layout. Evaluation only: full 640x480 images, no
+# resizing, Eigen crop (rows 45:471, columns 41:601), depth capped to (1e-3, 10) m,
+# predictions clipped to that range -- DPT's EVALUATION.md protocol (BTS eval_with_pngs).
+# Weights: convert the release with tools/model_converters/dpt2mmseg.py (checkpoints.md).
+_base_ = ['mmseg::_base_/default_runtime.py']
+custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
+
+crop_size = (480, 640)   # 30 x 40 tokens
+data_preprocessor = dict(
+    type='SegDataPreProcessor',
+    mean=[127.5, 127.5, 127.5],   # DPT normalises RGB in [0, 1] with mean = std = 0.5
+    std=[127.5, 127.5, 127.5],
+    bgr_to_rgb=True,
+    pad_val=0,
+    size=crop_size)
+model = dict(
+    type='DepthEstimator',
+    data_preprocessor=data_preprocessor,
+    backbone=dict(
+        type='HybridViT',
+        img_size=384,                 # pre-training size: a 24 x 24 position grid
+        embed_dims=768,
+        num_layers=12,
+        num_heads=12,
+        mlp_ratio=4,
+        out_indices=(8, 11),          # DPT's taps: ViT layers 9 and 12 (+ ResNet stages 1, 2)
+        final_norm=False,             # the taps are block outputs, before the final norm
+        with_cls_token=True,
+        output_cls_token=True,        # for the readout projection
+        norm_cfg=dict(type='LN', eps=1e-6),
+        interpolate_mode='bilinear'),
+    decode_head=dict(
+        type='DPTDepthHead',
+        in_channels=(256, 512, 768, 768),
+        channels=256,
+        post_process_channels=(256, 512, 768, 768),
+        reassemble_factors=(None, None, 1, 0.5),
+        readout_type='project',
+        head_channels=32,
+        non_negative=True,
+        invert=True,                  # the model predicts inverse depth: 1 / (s * out + t)
+        depth_scale=0.000305,
+        depth_shift=0.1378),
+    test_cfg=dict(mode='whole'))
+
+dataset_type = 'NYUDataset'
+data_root = 'data/nyu'
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadDepthAnnotation', depth_rescale_factor=1e-3),
+    dict(
+        type='PackSegInputs',
+        meta_keys=('img_path', 'depth_map_path', 'ori_shape', 'img_shape', 'pad_shape',
+                   'scale_factor', 'flip', 'flip_direction', 'category_id')),
+]
+test_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        test_mode=True,
+        data_prefix=dict(img_path='images/test', depth_map_path='annotations/test'),
+        pipeline=test_pipeline))
+val_dataloader = test_dataloader
+test_evaluator = dict(
+    type='MonoDepthMetric',
+    min_depth_eval=1e-3,
+    max_depth_eval=10.0,
+    crop_type='nyu_crop',
+    clip_pred=True)
+val_evaluator = test_evaluator
+test_cfg = dict(type='TestLoop')
+val_cfg = dict(type='ValLoop')
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+    visualization=dict(type='SegVisualizationHook'))
+
+load_from = 'checkpoints/dpt_hybrid-r50-vitb16_nyu-480x640.pth'   # dpt2mmseg.py output

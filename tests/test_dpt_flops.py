@@ -1,0 +1,118 @@
+"""GFLOPs (fvcore, whole DepthEstimator) of the six released DPT-Hybrid rows vs the release.
+
+The published numbers (Expedit-DPT README; GFLOPs of the whole model) are compared as
+ratios expedited / stock measured side by side here (SPEC section 3: counters differ).
+To stay cheap on CPU the stock model of each dataset is traced once, whole; an expedited
+row differs from it only in the ViT (same input, same ResNet, the head sees full-resolution
+taps), so its whole-model count is ``stock - stock ViT + expedited ViT`` with the ViT part
+traced on its own. ``test_whole_model_count_decomposes`` checks that identity on whole
+traces of a small model.
+"""
+import os.path as osp
+from typing import Tuple
+
+import pytest
+import torch
+from mmengine.config import Config
+
+import expedite_mm  # noqa: F401
+from expedite_mm.models.hybrid_vit import HybridViT
+from expedite_mm.utils.config import build_model
+from expedite_mm.utils.flops import count_flops
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DPT = osp.join(ROOT, "configs", "dpt")
+# dataset: (stock config, input (H, W), published stock GFLOPs,
+#           [(expedited config, released row, published GFLOPs), ...])
+RELEASED = {
+    "kitti": ("dpt_hybrid-r50-vitb16_kitti-352x1216.py", (352, 1216), 810.0, [
+        ("dpt_hybrid-r50-vitb16_expedite-a7-14x56_kitti-352x1216.py", "alpha 6, 28x28", 723.4),
+        ("dpt_hybrid-r50-vitb16_expedite-a5-20x20_kitti-352x1216.py", "alpha 4, 20x20", 631.8),
+        ("dpt_hybrid-r50-vitb16_expedite-a5-16x16_kitti-352x1216.py", "alpha 4, 16x16", 613.6),
+    ]),
+    "nyu": ("dpt_hybrid-r50-vitb16_nyu-480x640.py", (480, 640), 560.2, [
+        ("dpt_hybrid-r50-vitb16_expedite-a7-24x24_nyu-480x640.py", "alpha 6, 24x24", 504.2),
+        ("dpt_hybrid-r50-vitb16_expedite-a5-16x16_nyu-480x640.py", "alpha 4, 16x16", 439.2),
+        ("dpt_hybrid-r50-vitb16_expedite-a3-14x14_nyu-480x640.py", "alpha 2, 14x14", 395.0),
+    ]),
+}
+TOLERANCE = 0.05
+
+
+class WholeModel(torch.nn.Module):
+    """``DepthEstimator._forward`` (backbone + head, no post-processing) on one tensor."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs):
+        return self.model._forward(inputs)
+
+
+class ViTPart(torch.nn.Module):
+    """The ViT of a (Expedited)HybridViT on given ResNet features: everything after the
+    ResNet (patch embedding, position embedding, layers, clustering/reconstruction)."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, features):
+        return super(HybridViT, self.backbone).forward(features)
+
+
+def vit_flops(backbone, shape: Tuple[int, int]) -> int:
+    features = torch.rand(1, backbone.resnet.out_channels[-1],
+                          *[-(-s // backbone.resnet.stride) for s in shape])
+    return count_flops(ViTPart(backbone), (features,)).total
+
+
+def stock_counts(model, shape):
+    """(whole model, its backbone minus the ResNet) from one whole-model trace."""
+    report = count_flops(WholeModel(model), (torch.rand(1, 3, *shape),))
+    vit = report.module("model.backbone") - report.module("model.backbone.resnet")
+    assert report.total > 0 and 0 < vit < report.total
+    return report.total, vit
+
+
+def test_whole_model_count_decomposes():
+    """Small model: whole(expedited) == whole(stock) - ViT(stock) + ViT(expedited)."""
+    path = osp.join(DPT, RELEASED["kitti"][0])
+    small = dict(resnet_depths=(1, 1, 1), resnet_channels=(16, 32, 64), resnet_stem_channels=8,
+                 resnet_num_groups=4, img_size=64, embed_dims=32, num_heads=2)
+    head = dict(in_channels=(16, 32, 32, 32), post_process_channels=(16, 32, 32, 32),
+                channels=16, head_channels=8)
+    cfg = Config.fromfile(path)
+    cfg.model.backbone.update(small)
+    cfg.model.decode_head.update(head)
+    stock = build_model(cfg)
+    cfg.model.backbone.update(type="ExpeditedHybridViT", cluster_after=5, cluster_grid=(16, 16))
+    expedited = build_model(cfg)
+    shape = (352, 1216)
+    whole, stock_vit = stock_counts(stock, shape)
+    fast = count_flops(WholeModel(expedited), (torch.rand(1, 3, *shape),)).total
+    assert fast == whole - stock_vit + vit_flops(expedited.backbone, shape)
+    assert stock_vit == vit_flops(stock.backbone, shape)
+    assert fast < whole
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", sorted(RELEASED))
+def test_gflops_ratios_match_the_released_rows(dataset):
+    stock_path, shape, published_stock, rows = RELEASED[dataset]
+    whole, stock_vit = stock_counts(build_model(Config.fromfile(osp.join(DPT, stock_path))), shape)
+    lines = [f"{dataset} {shape[1]}x{shape[0]}: stock {whole / 1e9:.1f} GFLOPs (fvcore), "
+             f"published {published_stock}"]
+    failures = []
+    for path, row, published in rows:
+        model = build_model(Config.fromfile(osp.join(DPT, path)))
+        assert model.backbone.expedited
+        expedited = whole - stock_vit + vit_flops(model.backbone, shape)
+        ratio, published_ratio = expedited / whole, published / published_stock
+        lines.append(f"  {row:15s} {path}: {expedited / 1e9:.1f} GFLOPs, ratio {ratio:.3f} "
+                     f"(published {published} / {published_stock} = {published_ratio:.3f})")
+        if abs(ratio - published_ratio) > TOLERANCE:
+            failures.append(row)
+    print("\n".join(lines))
+    assert not failures, "\n".join(lines)

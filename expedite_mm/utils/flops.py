@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from fvcore.nn import FlopCountAnalysis
@@ -36,8 +36,15 @@ def _baddbmm_flops(inputs: List[Any], outputs: List[Any]) -> int:
     return a[0] * a[1] * a[2] * b[2]
 
 
+def _scatter_add_flops(inputs: List[Any], outputs: List[Any]) -> int:
+    # aten::scatter_add(self, dim, index, src): one addition per element of src (the
+    # ToMe-style merge of tokens into their matches).
+    return int(torch.tensor(get_shape(inputs[3])).prod())
+
+
 EXTRA_HANDLES = {
     "aten::embedding_bag": _embedding_bag_flops,
+    "aten::scatter_add": _scatter_add_flops,
     "aten::_embedding_bag": _embedding_bag_flops,
     "aten::scaled_dot_product_attention": _sdpa_flops,
     "aten::baddbmm": _baddbmm_flops,
@@ -63,3 +70,82 @@ def count_flops(model: torch.nn.Module, inputs: Tuple) -> FlopReport:
     with torch.no_grad():
         total = analysis.total()
     return FlopReport(total, dict(analysis.by_module()), Counter(analysis.unsupported_ops()))
+
+
+class _TensorForward(torch.nn.Module):
+    """``model._forward(x, samples)`` (the network without post-processing) as a module
+    taking one tensor and returning a flat tuple of tensors, so fvcore can trace it."""
+
+    def __init__(self, model: torch.nn.Module, data_samples: List[Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.data_samples = data_samples
+
+    def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        from .config import flatten_outputs
+        return flatten_outputs(self.model._forward(inputs, self.data_samples))
+
+
+EXPEDITE_LAYERS = ("clustering", "reconstruction")
+
+
+@dataclass
+class ModelFlops:
+    """fvcore counts of one model: whole network (None if it cannot be traced), backbone,
+    and how much of the backbone the clustering/reconstruction layers take."""
+
+    whole: Optional[int]
+    backbone: int
+    expedite_ops: int
+    unsupported: Counter
+    note: str = ""
+
+
+def model_flops(model: torch.nn.Module, shape: Tuple[int, int]) -> ModelFlops:
+    """Count ``model`` (an mmseg/mmdet model) on a random ``(1, 3, H, W)`` input.
+
+    The whole network is traced through ``model._forward`` (as mmseg/mmdet's own FLOP
+    tools do: no post-processing, no sliding window); where a head cannot be traced, only
+    the backbone is counted and ``note`` says why.
+    """
+    from .config import synthetic_batch
+    inputs, samples = synthetic_batch(model, shape)
+    try:
+        report = count_flops(_TensorForward(model, samples), (inputs,))
+        prefix, whole, note = "model.backbone", report.total, ""
+    except Exception as error:  # noqa: BLE001 - any tracing failure of a head
+        report = count_flops(model.backbone, (inputs,))
+        prefix, whole = "", None
+        note = f"whole model not traceable ({type(error).__name__}: {str(error)[:120]})"
+    backbone = report.module(prefix) if prefix else report.total
+    expedite = sum(flops for name, flops in report.by_module.items()
+                   if name.startswith(prefix) and _is_expedite_layer(name))
+    return ModelFlops(whole, backbone, expedite, report.unsupported, note)
+
+
+def _is_expedite_layer(name: str) -> bool:
+    """``...clustering`` / ``...reconstruction`` modules (outermost only, no double count)."""
+    parts = name.split(".")
+    layers = [p in EXPEDITE_LAYERS for p in parts]
+    return layers[-1] and sum(layers) == 1
+
+
+def config_flops(cfg: Any, shape: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
+    """fvcore GFLOPs of a config, expedited and with expediting disabled, side by side.
+
+    Returns ``{'shape', 'expedited': ModelFlops, 'stock': ModelFlops,
+    'ratio_whole', 'ratio_backbone'}`` (ratios are expedited / stock).
+    """
+    from .config import build_model, default_input_shape, disable_expedite, load_config
+    cfg = load_config(cfg)
+    shape = tuple(shape) if shape else default_input_shape(cfg)
+    result: Dict[str, Any] = {"shape": shape}
+    for name, variant in (("stock", disable_expedite(cfg)), ("expedited", cfg)):
+        model = build_model(variant)
+        result[name] = model_flops(model, shape)
+        del model
+    stock, ours = result["stock"], result["expedited"]
+    result["ratio_backbone"] = ours.backbone / stock.backbone
+    result["ratio_whole"] = (ours.whole / stock.whole
+                             if ours.whole is not None and stock.whole else None)
+    return result

@@ -1,0 +1,193 @@
+"""Our tools end to end: tools/test.py (single process and torchrun), get_flops, benchmark.
+
+The dataset is a synthetic ADE20K-format one the test writes (images/validation/*.jpg,
+annotations/validation/*.png with 0 = ignore), the model a tiny Segmenter derived from our
+ADE20K alpha-10 config by inheritance, so the real pipelines, dataset class, evaluator and
+checkpoint loading run exactly as they do for users.
+"""
+import importlib.util
+import json
+import os
+import os.path as osp
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ADE_A10 = osp.join(ROOT, "configs/segmenter/segmenter_vit-l_expedite-a10-28x28_ade20k-640x640.py")
+NUM_CLASSES = 150
+
+
+def load_tool(relative):
+    """Import a script under tools/ as a module (they are scripts, not a package)."""
+    path = osp.join(ROOT, relative)
+    spec = importlib.util.spec_from_file_location(osp.splitext(osp.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_ade20k(root, sizes=((96, 128), (80, 80), (70, 100))):
+    """A few real photos (scikit-image) with blocky label maps, in ADE20K's layout."""
+    import cv2
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea()]
+    rng = np.random.default_rng(0)
+    os.makedirs(osp.join(root, "images/validation"))
+    os.makedirs(osp.join(root, "annotations/validation"))
+    for i, ((h, w), photo) in enumerate(zip(sizes, photos)):
+        image = cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(osp.join(root, f"images/validation/ADE_val_{i:08d}.jpg"), image[..., ::-1])
+        blocks = rng.integers(0, 6, size=(4, 4)).astype(np.uint8)   # 0 (ignored) and 1..5
+        label = cv2.resize(blocks, (w, h), interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(osp.join(root, f"annotations/validation/ADE_val_{i:08d}.png"), label)
+    return root
+
+
+def write_tiny_config(tmp_path, data_root):
+    """Our alpha-10 config, inherited, with a 32-wide 4-layer ViT (cluster after 2)."""
+    path = tmp_path / "tiny_segmenter_expedite.py"
+    path.write_text(f"""
+_base_ = {ADE_A10!r}
+model = dict(
+    backbone=dict(embed_dims=32, num_layers=4, num_heads=2, cluster_after=2,
+                  reconstruct_after=4, cluster_grid=(28, 28), drop_path_rate=0.0),
+    decode_head=dict(in_channels=32, channels=32, num_heads=2, embed_dims=32, num_layers=1))
+test_dataloader = dict(num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root={str(data_root)!r}))
+env_cfg = dict(cudnn_benchmark=False)
+""")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    """Synthetic dataset, tiny config and an official-format checkpoint of its model."""
+    tmp = tmp_path_factory.mktemp("ade")
+    data_root = write_ade20k(str(tmp / "ade"))
+    config = write_tiny_config(tmp, data_root)
+    from expedite_mm.utils.config import build_model, load_config
+    model = build_model(load_config(config))
+    checkpoint = tmp / "tiny_official.pth"
+    torch.save({"meta": {"mmseg_version": "1.2.2", "iter": np.int64(160000),
+                         "dataset_meta": {"classes": tuple(f"c{i}" for i in range(150))}},
+                "state_dict": model.state_dict()}, checkpoint)
+    return tmp, data_root, config, str(checkpoint)
+
+
+def relabel_from_predictions(predictions, data_root):
+    """Label maps = predicted class (+1: ADE20K's zero is "ignore"), with the top-left
+    quarter set to another class and a band set to ignore."""
+    import cv2
+    for sample in predictions:
+        pred = sample["pred_sem_seg"]["data"].squeeze(0).numpy().astype(np.int64)
+        label = pred + 1
+        h, w = label.shape
+        label[: h // 2, : w // 2] = (label[: h // 2, : w // 2] + 7) % 150 + 1
+        label[-4:] = 0
+        cv2.imwrite(osp.join(data_root, "annotations/validation",
+                             osp.basename(sample["seg_map_path"])), label.astype(np.uint8))
+
+
+class Foreign:
+    """Any class outside the allow-list of checkpoint types."""
+
+
+def independent_miou(predictions, data_root):
+    """mIoU (percent) from dumped predictions and the label files, by hand: ADE20K's
+    reduce_zero_label (0 -> ignore, k -> k-1), per-class intersection/union accumulated
+    over the dataset, mean over the classes that occur in prediction or ground truth."""
+    import cv2
+    intersection = np.zeros(NUM_CLASSES)
+    union = np.zeros(NUM_CLASSES)
+    for sample in predictions:
+        name = osp.basename(sample["seg_map_path"])
+        label = cv2.imread(osp.join(data_root, "annotations/validation", name),
+                           cv2.IMREAD_UNCHANGED).astype(np.int64)
+        label = np.where(label == 0, 255, label - 1)
+        pred = sample["pred_sem_seg"]["data"].squeeze(0).numpy()
+        assert pred.shape == label.shape
+        valid = label != 255
+        for c in range(NUM_CLASSES):
+            p, g = (pred == c) & valid, (label == c) & valid
+            intersection[c] += (p & g).sum()
+            union[c] += (p | g).sum()
+    present = union > 0
+    return 100 * float(np.mean(intersection[present] / union[present]))
+
+
+def run_test_tool(args, tmp, name, launcher=None):
+    out, metrics = tmp / f"{name}.pkl", tmp / f"{name}.json"
+    command = [sys.executable, osp.join(ROOT, "tools/test.py"), *args,
+               "--work-dir", str(tmp / name), "--out", str(out), "--metrics-json", str(metrics)]
+    if launcher:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                   "--master_port", "29533", *command[1:], "--launcher", "pytorch"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(out, "rb") as f:
+        predictions = pickle.load(f)
+    return json.loads(metrics.read_text()), predictions, result.stdout
+
+
+@pytest.mark.slow
+def test_tools_test_end_to_end_single_and_distributed(tiny_setup):
+    tmp, data_root, config, checkpoint = tiny_setup
+    # A random-weight model predicts none of the synthetic classes; give the images labels
+    # that partly agree with its predictions, so the metric is neither 0 nor 100.
+    _, first, _ = run_test_tool([config, checkpoint], tmp, "first")
+    relabel_from_predictions(first, data_root)
+    metrics, predictions, stdout = run_test_tool([config, checkpoint], tmp, "single")
+    assert len(predictions) == 3
+    assert "mIoU" in stdout                                      # printed for the user
+    assert metrics["mIoU"] == pytest.approx(independent_miou(predictions, data_root), abs=0.006)
+    assert 5 < metrics["mIoU"] < 95
+
+    dist_metrics, dist_predictions, _ = run_test_tool([config, checkpoint], tmp, "dist",
+                                                      launcher="pytorch")
+    assert len(dist_predictions) == 3
+    assert dist_metrics == metrics
+
+
+def test_untrusted_checkpoint_is_refused_by_test_tool(tiny_setup, tmp_path):
+    tmp, _, config, _ = tiny_setup
+    path = tmp_path / "foreign.pth"
+    torch.save({"state_dict": {}, "meta": {"x": Foreign()}}, path)
+    tool = load_tool("tools/test.py")
+    from expedite_mm.utils.checkpoint import UntrustedCheckpointError
+    with pytest.raises(UntrustedCheckpointError, match="--trust-checkpoint"):
+        tool.main([config, str(path), "--work-dir", str(tmp_path / "w")])
+
+
+@pytest.mark.slow
+def test_get_flops_segmenter_vit_l_alpha10():
+    """The FLOP model of alpha=10, 28x28 on 40x40 tokens: 10 layers at 1601 tokens and
+    14 at 785, plus clustering/reconstruction; published backbone ratio 438.9/659.0."""
+    summary = load_tool("tools/analysis/get_flops.py").main([ADE_A10])
+    assert summary["shape"] == [640, 640]
+    assert 0.66 <= summary["ratio_backbone"] <= 0.69
+    assert summary["ratio_whole"] <= 0.72
+    assert summary["stock"]["whole_gflops"] > summary["stock"]["backbone_gflops"] > 500
+    # the operators are counted, not skipped
+    assert summary["expedited"]["clustering_reconstruction_gflops"] > 0.5
+    assert "aten::embedding_bag" not in summary["unsupported_ops"]
+
+
+def test_benchmark_tool_interleaves_and_reports_ratio(tiny_setup, tmp_path):
+    _, _, config, checkpoint = tiny_setup
+    out = tmp_path / "bench.json"
+    summary = load_tool("tools/analysis/benchmark.py").main(
+        [config, "--checkpoint", checkpoint, "--repeat", "3", "--warmup", "1",
+         "--shape", "320", "480", "--json", str(out)])
+    assert json.loads(out.read_text()) == summary
+    for name in ("stock", "expedited"):
+        assert len(summary[name]["latencies_ms"]) == 3
+        assert summary[name]["peak_memory_mib"] > 0
+    assert summary["latency_ratio"] == pytest.approx(
+        summary["expedited"]["median_ms"] / summary["stock"]["median_ms"])

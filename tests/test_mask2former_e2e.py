@@ -1,0 +1,216 @@
+"""The three Mask2Former configs end to end through tools/test.py on synthetic datasets.
+
+Each test config inherits one of ours and only shrinks the Swin (16 wide, depths
+2-2-4-2, window 12 -> 8 kept), the head (queries, layers) and the test resize (short side
+192: a 12x16 stage-3 map, padded to two 12x12 windows), so the real mmdet/mmseg dataset
+classes, pipelines, evaluators and checkpoint loading run as they do for users. The
+checkpoint is saved from the *stock* model in the official format and loads unmodified.
+The COCO panoptic dataset is written here (json + RGB-encoded png + instances json); the
+ADE20K one comes from tests/test_tools.py.
+"""
+import json
+import os
+import os.path as osp
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from test_tools import independent_miou, write_ade20k
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = osp.join(ROOT, "configs", "mask2former")
+EXPEDITE_KEYS = ("stage", "cluster_after", "reconstruct_after", "clustered_window_size",
+                 "cluster_window", "cluster_iters", "temperature", "reconstruct_k",
+                 "reconstruct_normalize", "reconstruct_neighbours")
+TINY_SWIN = "embed_dims=16, depths=[2, 2, 4, 2], num_heads=[1, 2, 2, 4], drop_path_rate=0.0"
+# a lighter head: fewer queries and layers (the widths stay: they are nested everywhere)
+TINY_HEAD = ("in_channels=[16, 32, 64, 128], num_queries=20, "
+             "pixel_decoder=dict(encoder=dict(num_layers=1)), "
+             "transformer_decoder=dict(num_layers=3)")
+IMAGE_SIZES = ((96, 128), (80, 112), (112, 96))
+
+
+# --------------------------------------------------------------------------- datasets
+def write_coco_panoptic(root):
+    """val2017/*.jpg, annotations/panoptic_val2017.json + panoptic_val2017/*.png (segment
+    id = R + 256 G + 256^2 B, 0 unlabeled) and the matching instances_val2017.json."""
+    import cv2
+    from mmdet.datasets import CocoPanopticDataset
+    from skimage import data
+
+    meta = CocoPanopticDataset.METAINFO
+    things = set(meta["thing_classes"])
+    categories = [dict(id=i + 1, name=name, supercategory="x", isthing=int(name in things))
+                  for i, name in enumerate(meta["classes"])]
+    category = {c["name"]: c["id"] for c in categories}
+    for folder in ("val2017", "annotations/panoptic_val2017"):
+        os.makedirs(osp.join(root, folder))
+    photos = [data.astronaut(), data.coffee(), data.chelsea()]
+    images, panoptic, instances = [], [], []
+    for image_id, ((h, w), photo) in enumerate(zip(IMAGE_SIZES, photos), start=1):
+        name = f"{image_id:012d}"
+        image = cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(osp.join(root, "val2017", name + ".jpg"), image[..., ::-1])
+        ids = np.zeros((h, w), np.int64)
+        # stuff: the top third; things: two boxes; the rest stays unlabeled
+        regions = [("sky-other-merged", (0, 0, w, h // 3)), ("person", (8, h // 3, 40, h - 4)),
+                   ("car", (w // 2, h // 2, w - 6, h - 10))]
+        segments = []
+        for segment_id, (cls, (x1, y1, x2, y2)) in enumerate(regions, start=image_id * 10):
+            ids[y1:y2, x1:x2] = segment_id
+            bbox = [x1, y1, x2 - x1, y2 - y1]
+            segments.append(dict(id=segment_id, category_id=category[cls], iscrowd=0,
+                                 bbox=bbox, area=int((ids == segment_id).sum())))
+            if cls in things:
+                instances.append(dict(
+                    id=segment_id, image_id=image_id, category_id=category[cls], iscrowd=0,
+                    bbox=bbox, area=bbox[2] * bbox[3],
+                    segmentation=[[x1, y1, x2, y1, x2, y2, x1, y2]]))
+        for s in segments:                   # areas after overlaps were painted over
+            s["area"] = int((ids == s["id"]).sum())
+        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
+        cv2.imwrite(osp.join(root, "annotations/panoptic_val2017", name + ".png"), rgb[..., ::-1])
+        images.append(dict(id=image_id, file_name=name + ".jpg", height=h, width=w))
+        panoptic.append(dict(image_id=image_id, file_name=name + ".png", segments_info=segments))
+    with open(osp.join(root, "annotations/panoptic_val2017.json"), "w") as f:
+        json.dump(dict(images=images, annotations=panoptic, categories=categories), f)
+    with open(osp.join(root, "annotations/instances_val2017.json"), "w") as f:
+        json.dump(dict(images=images, annotations=instances,
+                       categories=[c for c in categories if c["isthing"]]), f)
+    return root
+
+
+# --------------------------------------------------------------------------- configs
+def write_coco_config(tmp, base, data_root, cluster_after):
+    path = tmp / f"tiny_{osp.basename(base)}"
+    path.write_text(f"""
+_base_ = {base!r}
+model = dict(
+    backbone=dict({TINY_SWIN}, cluster_after={cluster_after}),
+    panoptic_head=dict({TINY_HEAD}))
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(256, 192), keep_ratio=True),
+    dict(type='LoadPanopticAnnotations'),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
+test_dataloader = dict(num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root={data_root + '/'!r}, pipeline=test_pipeline))
+test_evaluator = [
+    dict(type='CocoPanopticMetric',
+         ann_file={data_root + '/annotations/panoptic_val2017.json'!r},
+         seg_prefix={data_root + '/annotations/panoptic_val2017/'!r}),
+    dict(type='CocoMetric', ann_file={data_root + '/annotations/instances_val2017.json'!r},
+         metric=['bbox', 'segm'])]
+env_cfg = dict(cudnn_benchmark=False)
+""")
+    return str(path)
+
+
+def write_ade_config(tmp, base, data_root, cluster_after):
+    path = tmp / f"tiny_{osp.basename(base)}"
+    path.write_text(f"""
+_base_ = {base!r}
+model = dict(
+    backbone=dict({TINY_SWIN}, cluster_after={cluster_after}),
+    decode_head=dict({TINY_HEAD}))
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(1024, 192), keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs')]
+test_dataloader = dict(num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root={data_root!r}, pipeline=test_pipeline))
+env_cfg = dict(cudnn_benchmark=False)
+""")
+    return str(path)
+
+
+def save_official_checkpoint(config, path, package):
+    """Build the config's model with the *stock* SwinTransformer and save it the way the
+    official releases are saved (meta with numpy values + state_dict)."""
+    from expedite_mm.utils.config import build_model, load_config
+    cfg = load_config(config)
+    backbone = cfg.model.backbone
+    backbone.type = "SwinTransformer"
+    for key in EXPEDITE_KEYS:
+        backbone.pop(key, None)
+    model = build_model(cfg)
+    assert type(model.backbone).__module__.startswith(package)
+    torch.save({"meta": {f"{package}_version": "1.0.0", "iter": np.int64(737500),
+                         "seed": np.int64(0)},
+                "state_dict": model.state_dict()}, path)
+    return str(path)
+
+
+def run_test_tool(config, checkpoint, tmp, name, *extra):
+    out, metrics = tmp / f"{name}.pkl", tmp / f"{name}.json"
+    command = [sys.executable, osp.join(ROOT, "tools/test.py"), config, checkpoint,
+               "--work-dir", str(tmp / name), "--out", str(out), "--metrics-json", str(metrics),
+               *extra]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "2"})
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert "do not match exactly" not in log and "missing keys" not in log, log[-4000:]
+    with open(out, "rb") as f:
+        predictions = pickle.load(f)
+    return json.loads(metrics.read_text()), predictions
+
+
+# --------------------------------------------------------------------------- tests
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory):
+    return write_coco_panoptic(str(tmp_path_factory.mktemp("coco") / "coco"))
+
+
+def _instance_scores(predictions):
+    return np.concatenate([p["pred_instances"]["scores"].numpy() for p in predictions])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config,cluster_after", [
+    ("mask2former_swin-l_expedite-a10-w8_coco-panoptic.py", 2),
+    ("mask2former_swin-l_expedite-a12-w8_coco-instance.py", 3),
+])
+def test_coco_configs_through_test_tool(config, cluster_after, coco_root, tmp_path):
+    tiny = write_coco_config(tmp_path, osp.join(CONFIGS, config), coco_root, cluster_after)
+    checkpoint = save_official_checkpoint(tiny, tmp_path / "official.pth", "mmdet")
+    metrics, predictions = run_test_tool(tiny, checkpoint, tmp_path, "expedited")
+
+    for key in ("coco_panoptic/PQ", "coco_panoptic/SQ", "coco_panoptic/RQ"):
+        assert 0.0 <= metrics[key] <= 100.0, (key, metrics)
+    for key in ("coco/bbox_mAP", "coco/segm_mAP"):
+        assert 0.0 <= metrics[key] <= 1.0, (key, metrics)
+    assert len(predictions) == 3
+    for sample, (h, w) in zip(sorted(predictions, key=lambda p: p["img_id"]), IMAGE_SIZES):
+        assert tuple(sample["ori_shape"]) == (h, w)
+        assert tuple(sample["pred_panoptic_seg"]["sem_seg"].shape) == (1, h, w)
+        assert all(tuple(m["size"]) == (h, w) for m in sample["pred_instances"]["masks"])
+
+    if cluster_after == 2:   # the same model and weights with expediting switched off
+        _, stock = run_test_tool(tiny, checkpoint, tmp_path, "stock",
+                                 "--cfg-options", "model.backbone.cluster_after=None")
+        ours, theirs = _instance_scores(predictions), _instance_scores(stock)
+        assert ours.shape != theirs.shape or not np.allclose(ours, theirs)
+
+
+@pytest.mark.slow
+def test_ade20k_config_through_test_tool(tmp_path):
+    data_root = write_ade20k(str(tmp_path / "ade"))
+    tiny = write_ade_config(
+        tmp_path, osp.join(CONFIGS, "mask2former_swin-l_expedite-a8-w8_ade20k-640x640.py"),
+        data_root, cluster_after=1)
+    checkpoint = save_official_checkpoint(tiny, tmp_path / "official.pth", "mmseg")
+    metrics, predictions = run_test_tool(tiny, checkpoint, tmp_path, "expedited")
+    assert len(predictions) == 3
+    assert metrics["mIoU"] == pytest.approx(independent_miou(predictions, data_root), abs=0.006)
+    _, stock = run_test_tool(tiny, checkpoint, tmp_path, "stock",
+                             "--cfg-options", "model.backbone.cluster_after=None")
+    logits = [p["seg_logits"]["data"] for p in predictions]
+    stock_logits = [p["seg_logits"]["data"] for p in stock]
+    assert not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(logits, stock_logits))

@@ -207,3 +207,31 @@ def test_depth_estimator_predicts_odd_sizes_and_trains():
     assert torch.isfinite(losses["decode.loss_silog"])
     losses["decode.loss_silog"].backward()
     assert model.backbone.layers[0].attn.attn.in_proj_weight.grad is not None
+
+
+def test_ade20k_dpt_config_multi_tap():
+    """Our expedited config of mmseg's DPT ViT-B (ADE20K, taps after layers 3, 6, 9, 12,
+    cluster after 3): at 512x512 every tap is full resolution; the first (before the span)
+    equals the stock one, the two inside the span and the last are reconstructed."""
+    import os.path as osp
+
+    from mmengine.config import Config
+
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    cfg = Config.fromfile(osp.join(root, "configs/dpt/dpt_vit-b16_expedite-a3-24x24_ade20k-512x512.py"))
+    backbone = {**cfg.model.backbone, "embed_dims": 32, "num_heads": 2}
+    ours = MODELS.build(backbone)
+    stock = MODELS.build({k: v for k, v in backbone.items() if k not in (
+        "cluster_after", "reconstruct_after", "cluster_grid")} | {"type": "VisionTransformer"})
+    ours.load_state_dict(stock.state_dict())
+    ours.eval()
+    stock.eval()
+    assert list(ours.out_indices) == [2, 5, 8, 11] and ours.cluster_after == 3
+    x = torch.randn(1, 3, 512, 512)
+    with torch.no_grad():
+        fast, slow = ours(x), stock(x)
+    for (a, a_cls), (b, b_cls) in zip(fast, slow, strict=True):
+        assert a.shape == b.shape == (1, 32, 32, 32) and a_cls.shape == (1, 32)
+    assert torch.equal(fast[0][0], slow[0][0])
+    for (a, _), (b, _) in zip(fast[1:], slow[1:]):
+        assert not torch.allclose(a, b, atol=1e-3)

@@ -1,0 +1,70 @@
+# Segmenter ViT-L/16 + mask transformer on Pascal-Context (60 classes, background
+# included, as the original release trains and evaluates), 480x480 crops: the recipe of
+# the original Segmenter release (rstrudel/segmenter: 256 epochs x 16 images ~ 80k
+# iterations, SGD lr 0.001, no weight decay, poly schedule; images resized to a shorter
+# side of 520, sliding-window test with 480 windows and stride 320), in mmseg's
+# conventions. mmseg ships neither this config nor a checkpoint: convert the original
+# release's checkpoint with tools/model_converters/segmenter2mmseg.py (see checkpoints.md).
+# Published (Expedit release, original weights): 338.7 GFLOPs, 14.7 FPS (V100), 58.07 mIoU.
+_base_ = [
+    'mmseg::_base_/models/segmenter_vit-b16_mask.py',
+    'mmseg::_base_/datasets/pascal_context.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_80k.py',
+]
+crop_size = (480, 480)
+# The original scales images to a shorter side of 520 (long side up to 8x): mmseg's
+# pascal_context base (520, 520) would bound the longer side instead.
+img_scale = (4160, 520)
+data_preprocessor = dict(size=crop_size)
+# ImageNet-21k ViT-L/16 (only used to initialise training; testing uses load_from).
+checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_large_p16_384_20220308-d4efb41d.pth'  # noqa
+model = dict(
+    data_preprocessor=data_preprocessor,
+    pretrained=checkpoint,
+    backbone=dict(
+        img_size=crop_size,
+        embed_dims=1024,
+        num_layers=24,
+        num_heads=16,
+        # The original ViT has a patch-embedding bias, torch's default LayerNorm eps and
+        # bilinear position-embedding resizing (mmseg's own Segmenter port: no bias, 1e-6,
+        # bicubic); the converted weights need exactly these.
+        patch_bias=True,
+        norm_cfg=dict(type='LN', eps=1e-5, requires_grad=True),
+        interpolate_mode='bilinear'),
+    decode_head=dict(
+        in_channels=1024,
+        channels=1024,
+        num_heads=16,
+        embed_dims=1024,
+        num_classes=60),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(320, 320)))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(
+        type='RandomResize',
+        scale=img_scale,
+        ratio_range=(0.5, 2.0),
+        keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs')
+]
+optimizer = dict(lr=0.001, weight_decay=0.0)
+optim_wrapper = dict(type='OptimWrapper', optimizer=optimizer)
+train_dataloader = dict(
+    # num_gpus: 8 -> batch_size: 16
+    batch_size=2,
+    dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(batch_size=1, dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader

@@ -1,0 +1,20 @@
+# Segmenter ViT-L/16, Pascal-Context (480x480 windows, 30x30 tokens), expedited: token clustering
+# after layer 14 into 20x20 centres, layers 15-24 on the centres, token
+# reconstruction after layer 24 (after the final norm). Only the backbone type and the
+# expedite arguments change; window 5x5, 5 iterations, tau 50, k 20 are the defaults.
+# Published (Expedit release): 251.2 GFLOPs, 18.2 FPS (V100), 58.27 mIoU;
+# baseline 338.7 GFLOPs, 14.7 FPS, 58.07 mIoU.
+# Weights: the original Segmenter release's checkpoint converted to mmseg keys with
+# tools/model_converters/segmenter2mmseg.py (checkpoints.md), otherwise unmodified.
+_base_ = './segmenter_vit-l_mask_8xb2-80k_pascal-context-480x480.py'
+custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
+model = dict(
+    backbone=dict(
+        type='ExpeditedViT',
+        cluster_after=14,
+        reconstruct_after=24,
+        cluster_grid=(20, 20),
+        # The released code divides the reconstruction weights by their L2 norm (the
+        # paper's Eq. 4 sums them to 1): 'l2' reproduces the released numbers.
+        reconstruct_normalize='l2'))
+load_from = 'checkpoints/segmenter-original_vit-l_mask_pascal-context-480x480.pth'  # noqa

@@ -73,7 +73,9 @@ def converted(tmp_path_factory):
     return release, str(dst), meta
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 96, 160), (1, 3, 64, 224)])
+# 6 x 10, 4 x 14 tokens; and 2 x 8: as many tokens as the 4 x 4 position grid, in another
+# shape (resized all the same, as DPT does).
+@pytest.mark.parametrize("shape", [(2, 3, 96, 160), (1, 3, 64, 224), (1, 3, 32, 128)])
 def test_converted_checkpoint_loads_strictly_and_matches_the_release(converted, shape):
     release, path, meta = converted
     model = our_model()

@@ -66,6 +66,19 @@ class HybridViT(VisionTransformer):
         self.resnet = resnet
         self.resnet_out_indices = out_indices
 
+    def _pos_embeding(self, patched_img: Tensor, hw_shape: Tuple[int, int],
+                      pos_embed: Tensor) -> Tensor:
+        """Add the position embedding, resized to the token grid ``hw_shape``.
+
+        mmseg resizes only when the token *count* differs from the pre-training grid's,
+        which would skip e.g. a 16 x 36 grid against 24 x 24; DPT resizes to every grid
+        that is not the pre-training one, and so do we.
+        """
+        grid = (self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size)
+        if tuple(hw_shape) != grid:
+            pos_embed = self.resize_pos_embed(pos_embed, hw_shape, grid, self.interpolate_mode)
+        return self.drop_after_pos(patched_img + pos_embed)
+
     def forward(self, inputs: Tensor) -> Tuple:
         stages = self.resnet(inputs)
         # super().forward is the ViT forward (ExpeditedViT's in the expedited subclass).

@@ -8,7 +8,8 @@ image, averaged over images) that protocol
   the metrics (``clip_pred``);
 * evaluates KITTI inside the Garg or the Eigen crop, fractions of the *full* image:
   rows [0.40810811 H, 0.99189189 H) x columns [0.03594771 W, 0.96405229 W) (Garg) and
-  rows [0.3324324 H, 0.91351351 H) x the same columns (Eigen). For a ``KBCrop``-ed
+  rows [0.3324324 H, 0.91351351 H) x columns [0.0359477 W, 0.96405229 W) (Eigen; the
+  constants are BTS's, digit for digit). For a ``KBCrop``-ed
   sample the box is placed with its ``crop_offset`` in its ``uncropped_shape``;
 * evaluates NYUv2 inside rows 45:471 x columns 41:601 (``nyu_crop``, mmseg's, which is
   BTS's ``--eigen_crop`` for NYU).
@@ -25,7 +26,7 @@ from torch import Tensor
 # (row start, row end, column start, column end) as fractions of the full KITTI image
 KITTI_CROPS = {
     "kitti_garg_crop": (0.40810811, 0.99189189, 0.03594771, 0.96405229),
-    "kitti_eigen_crop": (0.3324324, 0.91351351, 0.03594771, 0.96405229),
+    "kitti_eigen_crop": (0.3324324, 0.91351351, 0.0359477, 0.96405229),
 }
 NYU_CROP = (45, 471, 41, 601)
 CROP_TYPES = (None, "nyu_crop", *KITTI_CROPS)

@@ -22,6 +22,7 @@ from mmseg.registry import DATASETS, METRICS, TRANSFORMS
 
 import expedite_mm  # noqa: F401
 from naive_dpt import ReleaseDPTHybrid, randomize_
+from test_dpt_converter import converter
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 KITTI_CONFIG = osp.join(ROOT, "configs/dpt/dpt_hybrid-r50-vitb16_expedite-a5-16x16_kitti-352x1216.py")
@@ -170,8 +171,7 @@ def release_checkpoint(tmp, name, bias, gain):
         release.scratch.output_conv[4].bias.fill_(bias)
     src, dst = tmp / f"{name}-release.pt", tmp / f"{name}-mmseg.pth"
     torch.save(release.state_dict(), src)
-    subprocess.run([sys.executable, osp.join(ROOT, "tools/model_converters/dpt2mmseg.py"),
-                    str(src), str(dst)], check=True, capture_output=True)
+    converter().main([str(src), str(dst)])
     return str(dst)
 
 

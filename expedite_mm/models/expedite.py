@@ -6,13 +6,14 @@ expedite arguments are written once, for ViT, Swin and SwinV2 alike.
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 from ..ops import (DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE, DEFAULT_WINDOW, NEIGHBOURS,
                    NORMALIZATIONS, TokenClustering, TokenReconstruction, can_cluster,
                    resolve_grid)
 from ..ops.cluster import (GridSpec, validate_choice, validate_grid, validate_int,
                            validate_temperature, validate_window)
+from ..ops.reducers import REDUCERS, build_reduction
 
 DEFAULT_GRID = 0.7  # 28x28 clusters for 40x40 tokens, the paper's main setting
 
@@ -24,16 +25,26 @@ class ExpediteMixin:
     (or blocks of a stage) 1-based: clustering happens after layer ``cluster_after``,
     reconstruction after layer ``reconstruct_after`` (default: the last one).
     ``cluster_after=None`` disables expediting: the backbone is the stock one.
+
+    ``reducer`` / ``reconstructor`` (``dict(type=...)``, see ``expedite_mm.ops.reducers``)
+    swap the method's pair for one of the paper's comparisons at the same budget
+    ``cluster_grid``; ``None`` is the method ('Cluster'), configured by the flat
+    arguments. ``allowed_reducers`` is what the backbone supports (Swin: grid-shaped ones).
+    ``self.clustering`` / ``self.reconstruction`` hold whichever pair was chosen.
     """
 
     clustering: Optional[TokenClustering]
     reconstruction: Optional[TokenReconstruction]
+    reducer_type: Optional[str] = None
+    reconstructor_type: Optional[str] = None
 
     def _init_expedite(self, depth: int, cluster_after: Optional[int],
                        reconstruct_after: Optional[int], cluster_grid: GridSpec,
                        cluster_window: int, cluster_iters: int, temperature: float,
                        reconstruct_k: int, reconstruct_normalize: str,
-                       reconstruct_neighbours: str, what: str = "layers") -> None:
+                       reconstruct_neighbours: str, what: str = "layers",
+                       reducer: Optional[dict] = None, reconstructor: Optional[dict] = None,
+                       allowed_reducers: Sequence[str] = tuple(REDUCERS)) -> None:
         self._fallback_warned = False
         if cluster_after is None:
             if reconstruct_after is not None:
@@ -55,18 +66,20 @@ class ExpediteMixin:
                              f"(cluster_after < reconstruct_after <= {depth} {what}), "
                              f"got {reconstruct_after!r}")
         self.cluster_after, self.reconstruct_after = cluster_after, reconstruct_after
-        self.clustering = TokenClustering(
-            grid=validate_grid(cluster_grid, "cluster_grid"),
-            window=validate_window(cluster_window, "cluster_window"),
-            iters=validate_int(cluster_iters, "cluster_iters", 1),
-            temperature=validate_temperature(temperature, "temperature"))
-        self.reconstruction = TokenReconstruction(
-            k=validate_int(reconstruct_k, "reconstruct_k", 1),
-            temperature=self.clustering.temperature,
+        temperature = validate_temperature(temperature, "temperature")
+        clustering = dict(window=validate_window(cluster_window, "cluster_window"),
+                          iters=validate_int(cluster_iters, "cluster_iters", 1),
+                          temperature=temperature)
+        reconstruction = dict(
+            k=validate_int(reconstruct_k, "reconstruct_k", 1), temperature=temperature,
             normalize=validate_choice(reconstruct_normalize, "reconstruct_normalize",
                                       NORMALIZATIONS),
             neighbours=validate_choice(reconstruct_neighbours, "reconstruct_neighbours",
                                        NEIGHBOURS))
+        (self.reducer_type, self.clustering, self.reconstructor_type,
+         self.reconstruction) = build_reduction(
+            reducer, reconstructor, validate_grid(cluster_grid, "cluster_grid"), clustering,
+            reconstruction, allowed=allowed_reducers)
 
     @property
     def expedited(self) -> bool:

@@ -9,6 +9,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..ops.cluster import GridSpec
+from ..ops.reducers import KeepState, attention_guide
 from .expedite import (DEFAULT_GRID, DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE,
                        DEFAULT_WINDOW, ExpediteMixin)
 
@@ -31,6 +32,12 @@ class ExpeditedViT(ExpediteMixin, VisionTransformer):
         reconstruct_k: neighbours per reconstructed token.
         reconstruct_normalize: ``"sum"`` (paper) or ``"l2"`` (released code).
         reconstruct_neighbours: ``"global"`` kNN or ``"local"`` (the EM's candidates).
+        reducer / reconstructor: ``dict(type=...)`` to run one of the paper's comparisons
+            at the budget ``cluster_grid`` instead (``expedite_mm.ops.reducers``: 'AvgPool',
+            'EViT', 'ToMe' / 'Bilinear', 'Scatter', 'Unmerge'); ``None`` is the method.
+            EViT scores tokens by the class-token attention of layer ``cluster_after+1``
+            (its own norm and q/k projections applied to the tokens entering it); ToMe
+            matches on that layer's keys averaged over heads.
 
     Every output in ``out_indices`` comes back at full resolution; one taken inside the
     clustered span is reconstructed with the same weights. The class token passes
@@ -45,11 +52,18 @@ class ExpeditedViT(ExpediteMixin, VisionTransformer):
                  temperature: float = DEFAULT_TEMPERATURE,
                  reconstruct_k: int = DEFAULT_K,
                  reconstruct_normalize: str = "sum",
-                 reconstruct_neighbours: str = "global", **kwargs) -> None:
+                 reconstruct_neighbours: str = "global",
+                 reducer: Optional[dict] = None, reconstructor: Optional[dict] = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._init_expedite(len(self.layers), cluster_after, reconstruct_after, cluster_grid,
                             cluster_window, cluster_iters, temperature, reconstruct_k,
-                            reconstruct_normalize, reconstruct_neighbours, what="layers")
+                            reconstruct_normalize, reconstruct_neighbours, what="layers",
+                            reducer=reducer, reconstructor=reconstructor)
+        if "cls_attention" in getattr(self.clustering, "needs", ()) and not self.with_cls_token:
+            raise ValueError("reducer=dict(type='EViT') scores tokens by the class token's "
+                             "attention, but with_cls_token=False; set reducer.score='norm' "
+                             "(token-norm proxy) or use another reducer")
 
     def forward(self, inputs: Tensor) -> Tuple:
         if not self.expedited:
@@ -78,6 +92,8 @@ class ExpeditedViT(ExpediteMixin, VisionTransformer):
             if i == last and self.final_norm:
                 x = self.norm1(x)
             if i + 1 == self.reconstruct_after:
+                if i == last and self.final_norm and isinstance(state, KeepState):
+                    state = state.map_fill(self.norm1)  # tokens that skipped the span
                 x, state = self._reconstruct_tokens(x, state), None
             if i in self.out_indices:
                 full = x if state is None else self._reconstruct_tokens(x, state)
@@ -94,8 +110,20 @@ class ExpeditedViT(ExpediteMixin, VisionTransformer):
 
     def _cluster_tokens(self, x: Tensor, hw: Tuple[int, int]):
         cls, tokens = self._split(x)
-        centers, state = self.clustering(tokens, hw)
+        centers, state = self.clustering(tokens, hw, **self._reduction_guide(x))
         return self._join(cls, centers), state
+
+    def _reduction_guide(self, x: Tensor) -> dict:
+        """What the reducer needs besides the tokens (class-token attention, keys), from
+        the first layer after clustering applied to all tokens x (B, [1 +] N, C)."""
+        needs = getattr(self.clustering, "needs", ())
+        if not needs:
+            return {}
+        layer = self.layers[self.cluster_after]
+        attention = layer.attn.attn                      # torch nn.MultiheadAttention
+        return attention_guide(layer.norm1(x), attention.in_proj_weight,
+                               attention.in_proj_bias, attention.num_heads, needs,
+                               self.with_cls_token)
 
     def _reconstruct_tokens(self, x: Tensor, state) -> Tensor:
         cls, centers = self._split(x)

@@ -191,3 +191,20 @@ def test_benchmark_tool_interleaves_and_reports_ratio(tiny_setup, tmp_path):
         assert summary[name]["peak_memory_mib"] > 0
     assert summary["latency_ratio"] == pytest.approx(
         summary["expedited"]["median_ms"] / summary["stock"]["median_ms"])
+
+
+def test_demo_picture_groups_patch_tokens_locally(tmp_path):
+    """The demo's picture: astronaut patch tokens, 40x40 -> 28x28 clusters. Every token's
+    cluster lies in the 5x5 cells around its home cell, most clusters hold tokens, and
+    the reconstruction is far better than the per-image mean (0 dB would be no better)."""
+    demo = load_tool("tools/demo.py")
+    out = tmp_path / "demo.png"
+    drawn = demo.draw_clustering(str(out))
+    assert out.stat().st_size > 10_000
+    labels = drawn["labels"]
+    assert labels.shape == (40, 40)
+    rows, cols = torch.meshgrid(torch.arange(40), torch.arange(40), indexing="ij")
+    home_r, home_c = rows * 28 // 40, cols * 28 // 40
+    assert ((labels // 28 - home_r).abs() <= 2).all() and ((labels % 28 - home_c).abs() <= 2).all()
+    assert drawn["clusters_used"] > 0.6 * 784
+    assert drawn["psnr"] > 20

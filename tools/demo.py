@@ -10,7 +10,7 @@
    as the tokens, 40x40 tokens -> 28x28 clusters), with the cluster boundaries drawn over
    the image, next to the image rebuilt by token reconstruction from the 784 centres.
 
-    python tools/demo.py [--config CONFIG] [--repeat 5] [--out outputs/demo_clustering.png]
+    python tools/demo.py [--config CONFIG] [--repeat 3] [--out outputs/demo_clustering.png]
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ DEFAULT_CONFIG = osp.join(ROOT, "configs/segmenter/segmenter_vit-l_expedite-a10-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=DEFAULT_CONFIG)
-    parser.add_argument("--repeat", type=int, default=5, help="timed calls per model")
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per model")
     parser.add_argument("--out", default=osp.join(ROOT, "outputs", "demo_clustering.png"))
     parser.add_argument("--skip-model", action="store_true",
                         help="only draw the clustering picture")

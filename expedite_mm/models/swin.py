@@ -4,14 +4,15 @@ Two mixins, no OpenMMLab import (the registered classes live in ``swin_mmdet.py`
 ``swin_mmseg.py`` and bring the stock base class):
 
 * :class:`WindowExpediteMixin` -- model independent, shared with ``ExpeditedSwinV2``:
-  validation of ``stage`` / ``clustered_window_size``, the block loop of the expedited
-  stage (cluster after ``cluster_after`` blocks, run the next blocks on the clustered map
-  with window k, reconstruct after ``reconstruct_after``), running a stock block with
-  temporarily swapped window attributes and position tensors, and a cache for tensors
-  derived from parameters (the resized bias tables).
+  the expedite arguments and their validation, the forward (the stock one with the
+  expedited stage's forward swapped for the call), the block loop of the expedited stage
+  (cluster after ``cluster_after`` blocks, run the next blocks on the clustered map with
+  window k and shift k//2, reconstruct after ``reconstruct_after``), running a stock block
+  with temporarily swapped window attributes and position tensors, and a cache for
+  tensors derived from parameters (the resized bias tables).
 * :class:`SwinExpediteMixin` -- mmdet's and mmseg's ``SwinTransformer`` (identical code):
-  how their blocks run with window k (table resized bilinearly, index rebuilt, shift k//2;
-  the stock ``ShiftWindowMSA`` rebuilds its shift mask for the new window itself).
+  their position tensors for window k (table resized bilinearly, index rebuilt; the stock
+  ``ShiftWindowMSA`` rebuilds its shift mask for the new window itself) and their stage.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from ..ops import resolve_grid
@@ -47,11 +47,34 @@ def swapped_attributes(changes: Sequence[Tuple[object, str, object]]) -> Iterato
             setattr(obj, name, value)
 
 
+@contextlib.contextmanager
+def swapped_tensors(module: nn.Module, tensors: Dict[str, Tensor]) -> Iterator[None]:
+    """Temporarily replace named parameters/buffers of ``module`` (dotted names) by tensors.
+
+    The entries of the owning modules' ``_parameters`` / ``_buffers`` are swapped and put
+    back afterwards; the Parameter objects themselves are never written. (What
+    ``torch.func.functional_call`` does, which refuses to run under ``torch.jit.trace``,
+    and so under fvcore.)
+    """
+    saved = []
+    try:
+        for name, tensor in tensors.items():
+            owner_name, _, leaf = name.rpartition(".")
+            owner = module.get_submodule(owner_name)
+            table = owner._parameters if leaf in owner._parameters else owner._buffers
+            saved.append((table, leaf, table[leaf]))
+            table[leaf] = tensor
+        yield
+    finally:
+        for table, leaf, original in reversed(saved):
+            table[leaf] = original
+
+
 def run_block_with(block: nn.Module, args: tuple, attributes: Sequence[Tuple[object, str, object]],
                    tensors: Dict[str, Tensor]) -> Tensor:
     """``block(*args)`` with ``attributes`` swapped and the named parameters/buffers replaced
-    by ``tensors`` for this call only (``torch.func.functional_call``): the module's own
-    parameters, buffers and ``state_dict()`` are never written.
+    by ``tensors`` for this call only: the module's own parameters, buffers and
+    ``state_dict()`` are never written.
 
     A block that checkpoints itself (``with_cp``) would recompute in backward after the
     swap is undone, so it is checkpointed here, around the swap, instead.
@@ -60,8 +83,8 @@ def run_block_with(block: nn.Module, args: tuple, attributes: Sequence[Tuple[obj
 
     def run(*inputs):
         changes = list(attributes) + ([(block, "with_cp", False)] if with_cp else [])
-        with swapped_attributes(changes):
-            return functional_call(block, tensors, inputs)
+        with swapped_attributes(changes), swapped_tensors(block, tensors):
+            return block(*inputs)
 
     if with_cp and torch.is_grad_enabled() and args[0].requires_grad:
         return checkpoint(run, *args, use_reentrant=False)
@@ -76,40 +99,76 @@ def cached_position_index(window_size: int, device: str) -> Tensor:
 class WindowExpediteMixin(ExpediteMixin):
     """Window clustering in one stage of a windowed backbone (Swin, SwinV2).
 
-    ``cluster_after`` / ``reconstruct_after`` count blocks of stage ``stage`` (0-based, like
-    ``out_indices``). The blocks in between run on the clustered map with window
-    ``clustered_window_size`` (k); the subclass says how (``_run_block_clustered``).
+    For backbones built as ``self.stages[i].blocks[j]`` whose ``attn`` is a shifted-window
+    attention (``window_size``, ``shift_size`` and a ``w_msa`` with ``window_size``), as
+    mmdet's, mmseg's and mmpretrain's are. Takes the stock arguments plus those documented
+    on :class:`SwinExpediteMixin`. ``cluster_after`` / ``reconstruct_after`` count blocks of
+    stage ``stage`` (0-based, like ``out_indices``). The blocks in between run on the
+    clustered map with window ``clustered_window_size`` (k); the subclass gives their
+    position tensors (``_window_k_tensors``) and the stage's forward
+    (``_expedited_stage_forward``).
     """
 
     expedited_stage: int
     window_size: int
     clustered_window_size: int
 
-    def _init_window_expedite(self, stage_depths: Sequence[int], window_size: int, stage: int,
-                              cluster_after: Optional[int], reconstruct_after: Optional[int],
-                              clustered_window_size: Optional[int], cluster_window: int,
-                              cluster_iters: int, temperature: float, reconstruct_k: int,
-                              reconstruct_normalize: str, reconstruct_neighbours: str) -> None:
-        if isinstance(stage, bool) or not isinstance(stage, int) \
-                or not 0 <= stage < len(stage_depths):
-            raise ValueError(f"stage must be an int in [0, {len(stage_depths) - 1}] (0-based "
+    def __init__(self, *args, stage: int = 2, cluster_after: Optional[int] = None,
+                 reconstruct_after: Optional[int] = None,
+                 clustered_window_size: Optional[int] = None,
+                 cluster_window: int = DEFAULT_WINDOW, cluster_iters: int = DEFAULT_ITERS,
+                 temperature: float = DEFAULT_TEMPERATURE,
+                 reconstruct_k: int = DEFAULT_WINDOW_K, reconstruct_normalize: str = "sum",
+                 reconstruct_neighbours: str = "global", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        depths = [len(stage_module.blocks) for stage_module in self.stages]
+        if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < len(depths):
+            raise ValueError(f"stage must be an int in [0, {len(depths) - 1}] (0-based "
                              f"index of the stage to expedite), got {stage!r}")
+        window_size = self.stages[stage].blocks[0].attn.window_size
         if clustered_window_size is None:
             # the ViT default ratio, per window side: 12 -> 8 (the paper's Swin setting)
             clustered_window_size = resolve_grid(DEFAULT_GRID, (window_size, window_size))[0]
         k = validate_clustered_window_size(clustered_window_size, window_size)
         self.expedited_stage, self.window_size, self.clustered_window_size = stage, window_size, k
         self._derived: Dict[str, Tuple[tuple, Tensor]] = {}
-        self._init_expedite(stage_depths[stage], cluster_after, reconstruct_after, (k, k),
+        self._init_expedite(depths[stage], cluster_after, reconstruct_after, (k, k),
                             cluster_window, cluster_iters, temperature, reconstruct_k,
                             reconstruct_normalize, reconstruct_neighbours,
                             what=f"blocks of stage {stage}")
 
+    def forward(self, x: Tensor):
+        if not self.expedited:
+            return super().forward(x)
+        # The stock forward, with the expedited stage's forward replaced for this call only
+        # (an instance attribute shadows the class method; no module or key changes).
+        stage = self.stages[self.expedited_stage]
+        stage.forward = functools.partial(self._expedited_stage_forward, stage)
+        try:
+            return super().forward(x)
+        finally:
+            del stage.forward
+
+    def _expedited_stage_forward(self, stage: nn.Module, *args):
+        """Replaces the expedited stage's ``forward`` (same inputs and outputs)."""
+        raise NotImplementedError
+
+    def _window_k_tensors(self, index: int, block: nn.Module, k: int,
+                          device: torch.device) -> Dict[str, Tensor]:
+        """Block ``index``'s position tensors for window k, by their names in the block."""
+        raise NotImplementedError
+
     def _run_block_clustered(self, index: int, block: nn.Module, x: Tensor,
                              hw: Tuple[int, int]) -> Tensor:
-        """Run block ``index`` of the stage, with window ``clustered_window_size``, on the
-        clustered ``hw`` map (a multiple of the window: no padding)."""
-        raise NotImplementedError
+        """Run block ``index`` of the stage, with window ``clustered_window_size`` (shift
+        k//2 where it shifts), on the clustered ``hw`` map (a multiple of the window)."""
+        k = self.clustered_window_size
+        attn = block.attn
+        attributes = [(attn, "window_size", k),
+                      (attn, "shift_size", k // 2 if attn.shift_size > 0 else 0),
+                      (attn.w_msa, "window_size", (k, k))]
+        return run_block_with(block, (x, hw), attributes,
+                              self._window_k_tensors(index, block, k, x.device))
 
     def _expedited_blocks(self, blocks: Sequence[nn.Module], x: Tensor, hw: Tuple[int, int],
                           run_block: BlockRunner) -> Tensor:
@@ -177,33 +236,6 @@ class SwinExpediteMixin(WindowExpediteMixin):
     are cached per block and never written into the parameters.
     """
 
-    def __init__(self, *args, stage: int = 2, cluster_after: Optional[int] = None,
-                 reconstruct_after: Optional[int] = None,
-                 clustered_window_size: Optional[int] = None,
-                 cluster_window: int = DEFAULT_WINDOW, cluster_iters: int = DEFAULT_ITERS,
-                 temperature: float = DEFAULT_TEMPERATURE,
-                 reconstruct_k: int = DEFAULT_WINDOW_K, reconstruct_normalize: str = "sum",
-                 reconstruct_neighbours: str = "global", **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        depths = [len(stage_module.blocks) for stage_module in self.stages]
-        window_size = self.stages[0].blocks[0].attn.window_size
-        self._init_window_expedite(depths, window_size, stage, cluster_after, reconstruct_after,
-                                   clustered_window_size, cluster_window, cluster_iters,
-                                   temperature, reconstruct_k, reconstruct_normalize,
-                                   reconstruct_neighbours)
-
-    def forward(self, x: Tensor) -> List[Tensor]:
-        if not self.expedited:
-            return super().forward(x)
-        # The stock forward, with the expedited stage's forward replaced for this call only
-        # (an instance attribute shadows the class method; no module or key changes).
-        stage = self.stages[self.expedited_stage]
-        stage.forward = functools.partial(self._expedited_stage_forward, stage)
-        try:
-            return super().forward(x)
-        finally:
-            del stage.forward
-
     def _expedited_stage_forward(self, stage: nn.Module, x: Tensor, hw: Tuple[int, int]):
         """Replaces ``SwinBlockSequence.forward``: same inputs, same 4-tuple out."""
         if not self._can_expedite(hw):
@@ -214,17 +246,12 @@ class SwinExpediteMixin(WindowExpediteMixin):
             return x_down, down_hw, x, hw
         return x, hw, x, hw
 
-    def _run_block_clustered(self, index: int, block: nn.Module, x: Tensor,
-                             hw: Tuple[int, int]) -> Tensor:
-        k = self.clustered_window_size
-        attn, w_msa = block.attn, block.attn.w_msa
-        tensors = {
+    def _window_k_tensors(self, index: int, block: nn.Module, k: int,
+                          device: torch.device) -> Dict[str, Tensor]:
+        w_msa = block.attn.w_msa
+        return {
             "attn.w_msa.relative_position_bias_table": self._derived_tensor(
                 f"blocks.{index}.bias_table", w_msa.relative_position_bias_table,
                 lambda table: resize_bias_table(table, k)),
-            "attn.w_msa.relative_position_index": cached_position_index(k, str(x.device)),
+            "attn.w_msa.relative_position_index": cached_position_index(k, str(device)),
         }
-        attributes = [(attn, "window_size", k),
-                      (attn, "shift_size", k // 2 if attn.shift_size > 0 else 0),
-                      (w_msa, "window_size", (k, k))]
-        return run_block_with(block, (x, hw), attributes, tensors)

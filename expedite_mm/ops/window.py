@@ -11,10 +11,12 @@ partitions the refined map the same way, restores every window from its *own* ce
 padding away.
 
 Also here: the relative-position-bias helpers the expedited Swin blocks need to attend
-within the smaller window (the standard Swin index, and the bilinear table resize).
+within the smaller window (the standard Swin index, the bilinear table resize, and
+SwinV2's log-spaced coordinate table of the smaller window).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Tuple
 
@@ -152,8 +154,8 @@ def resize_bias_table(table: Tensor, window_size: int) -> Tensor:
     The table is read as a (2K-1) x (2K-1) image per head and resized with
     ``F.interpolate(mode="bilinear", align_corners=False)``; ``k == K`` returns it as is.
     """
-    length, heads = table.shape
-    side = int(round(length ** 0.5))
+    length, heads = int(table.shape[0]), int(table.shape[1])
+    side = math.isqrt(length)
     if side * side != length or side % 2 == 0:
         raise ValueError(f"a relative-position-bias table of {length} rows is not "
                          f"(2K-1)**2 for an int K")
@@ -166,6 +168,25 @@ def resize_bias_table(table: Tensor, window_size: int) -> Tensor:
     return resized.reshape(heads, new_side * new_side).t().contiguous()
 
 
+def crop_coords_table(table: Tensor, window_size: int) -> Tensor:
+    """SwinV2's continuous-position-bias input for a k x k window, from the K x K one.
+
+    table: (1, 2K-1, 2K-1, 2), row ``(dy + K-1, dx + K-1)`` holding ``f(dy), f(dx)`` with
+    ``f(d) = sign(t) * log2(1 + |t|) / log2(8)``, ``t = 8 * d / (P - 1)`` for the pretrained
+    window P (the window K itself when none was set). Every entry depends on its offset
+    alone, so window k's table -- offsets in [-(k-1), k-1], normalised by the same P -- is
+    the centre of window K's: returns that (1, 2k-1, 2k-1, 2) view (k == K: the table).
+    """
+    if table.dim() != 4 or table.shape[1] != table.shape[2] or table.shape[3] != 2 \
+            or table.shape[1] % 2 == 0:
+        raise ValueError(f"a SwinV2 relative-coordinates table is (1, 2K-1, 2K-1, 2) for an "
+                         f"int K, got {tuple(table.shape)}")
+    K = (table.shape[1] + 1) // 2
+    validate_clustered_window_size(window_size, K, "window_size")
+    lo, hi = K - window_size, K + window_size - 1
+    return table[:, lo:hi, lo:hi]
+
+
 __all__ = ["DEFAULT_WINDOW_K", "WindowClusterState", "cluster_windows", "reconstruct_windows",
            "pad_to_windows", "window_partition", "window_merge", "relative_position_index",
-           "resize_bias_table", "validate_clustered_window_size"]
+           "resize_bias_table", "crop_coords_table", "validate_clustered_window_size"]

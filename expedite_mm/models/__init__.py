@@ -30,4 +30,12 @@ if importlib.util.find_spec("mmdet") is not None:
     from . import swin_mmdet  # noqa: F401  (ExpeditedSwin in mmdet's MODELS)
     REGISTERED.setdefault("mmdet", []).append("ExpeditedSwin")
 
+if importlib.util.find_spec("mmpretrain") is not None:
+    # ExpeditedSwinV2 (issue 5): one class on mmpretrain's SwinTransformerV2, registered
+    # (with the stock class) for the detection/segmentation packages that are installed
+    from .swinv2 import register_in as _register_swinv2
+    for _package in ("mmdet", "mmseg"):
+        if importlib.util.find_spec(_package) is not None:
+            REGISTERED.setdefault(_package, []).extend(_register_swinv2(_package))
+
 __all__ = ["ExpediteMixin", "REGISTERED"]

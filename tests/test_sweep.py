@@ -1,0 +1,230 @@
+"""tools/analysis/sweep.py on a tiny ViT config, and the uniform-downsampling transform."""
+import csv
+import importlib.util
+import json
+import os
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SEGMENTER_L = osp.join(ROOT, "configs/segmenter/segmenter_vit-l_expedite-a10-28x28_ade20k-640x640.py")
+
+
+def _load_sweep():
+    path = osp.join(ROOT, "tools/analysis/sweep.py")
+    spec = importlib.util.spec_from_file_location("sweep", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sweep = _load_sweep()
+
+TINY = """
+default_scope = 'mmseg'
+custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
+crop_size = (96, 96)
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5] * 3, std=[127.5] * 3,
+                           bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=crop_size),
+    backbone=dict(type='ExpeditedViT', img_size=crop_size, patch_size=8, embed_dims=32,
+                  num_layers=4, num_heads=2, mlp_ratio=2, final_norm=True, out_indices=(3,),
+                  norm_cfg=dict(type='LN', eps=1e-6), cluster_after=1, cluster_grid=(6, 6)),
+    decode_head=dict(type='SegmenterMaskTransformerHead', in_channels=32, channels=32,
+                     num_classes=150, num_layers=1, num_heads=2, embed_dims=32,
+                     dropout_ratio=0.0, loss_decode=dict(type='CrossEntropyLoss')),
+    test_cfg=dict(mode='whole'))
+test_pipeline = [dict(type='LoadImageFromFile'),
+                 dict(type='Resize', scale=(128, 96), keep_ratio=True),
+                 dict(type='LoadAnnotations', reduce_zero_label=True),
+                 dict(type='PackSegInputs')]
+test_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                       sampler=dict(type='DefaultSampler', shuffle=False),
+                       dataset=dict(type='ADE20KDataset', data_root={data_root!r},
+                                    data_prefix=dict(img_path='images/validation',
+                                                     seg_map_path='annotations/validation'),
+                                    pipeline=test_pipeline))
+test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_cfg = dict(type='TestLoop')
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+log_level = 'WARNING'
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    path = tmp_path / "tiny_vit.py"
+    path.write_text(TINY.format(data_root=str(tmp_path / "ade")))
+    return str(path)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------- downsampling
+def test_uniform_downsample_segmenter_vit_l():
+    """640 -> 576 on the official ADE20K config: the slide crop and stride, the test Resize
+    and the preprocessor's pad size all scale by 0.9; weights-shaped keys do not."""
+    from expedite_mm.utils.config import default_input_shape, load_config
+    from expedite_mm.utils.downsample import uniform_downsample
+    cfg = load_config(SEGMENTER_L)
+    small, info = uniform_downsample(cfg, 576)
+    assert info["base"] == (640, 640) and info["size"] == (576, 576) and info["factor"] == 0.9
+    assert tuple(small.model.test_cfg.crop_size) == (576, 576)
+    assert tuple(small.model.test_cfg.stride) == (547, 547)            # round(608 * 0.9)
+    assert tuple(small.model.data_preprocessor.size) == (576, 576)
+    resize = [s for s in small.test_dataloader.dataset.pipeline if s["type"] == "Resize"][0]
+    assert tuple(resize["scale"]) == (2304, 576)                        # (2560, 640) * 0.9
+    assert tuple(small.model.backbone.img_size) == (640, 640)           # position embedding
+    assert default_input_shape(small) == (576, 576)
+    assert tuple(cfg.model.test_cfg.crop_size) == (640, 640)            # the input is a copy
+    for size, expected in [(592, 592), (560, 560), (544, 544)]:
+        assert uniform_downsample(cfg, size)[1]["size"] == (expected, expected)
+
+
+def test_uniform_downsample_rejects_bad_input(tiny_config):
+    from mmengine.config import Config
+
+    from expedite_mm.utils.downsample import uniform_downsample
+    cfg = Config.fromfile(tiny_config)
+    for size in (0, 96.0, "64", True):
+        with pytest.raises(ValueError, match="size must be an int >= 1"):
+            uniform_downsample(cfg, size)
+    bare = Config(dict(model=dict(test_cfg=dict(mode="whole"),
+                                  data_preprocessor=dict(size=None))))
+    with pytest.raises(ValueError, match="cannot infer the input shape"):
+        uniform_downsample(bare, 64)
+
+
+# --------------------------------------------------------------------------- sweep
+def test_sweep_rows_plot_and_resume(tiny_config, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    argv = [tiny_config, "--alpha", "1", "--grid", "4", "6", "--window", "3", "5",
+            "--reducer", "Cluster", "AvgPool+Bilinear", "EViT", "ToMe", "--downsample", "64",
+            "--no-benchmark", "--out-dir", str(out)]
+    rows = sweep.main(argv)
+    table = read_csv(out / "sweep.csv")
+    assert table == rows
+    keys = sorted((r["reducer"], r["grid"], r["window"]) for r in table)
+    expected = ([("Cluster", g, w) for g in ("4x4", "6x6") for w in ("3", "5")]
+                + [(name, g, "") for name in ("AvgPool+Bilinear", "EViT", "ToMe")
+                   for g in ("4x4", "6x6")]
+                + [("Downsample", "", ""), ("stock", "", "")])
+    assert keys == sorted(expected)
+    by = {(r["reducer"], r["grid"], r["window"]): r for r in table}
+    stock = by[("stock", "", "")]
+    assert stock["tokens"] == "144" and stock["input"] == "96x96" and float(stock["gflops_ratio"]) == 1
+    for key, r in by.items():
+        if key[0] in ("stock", "Downsample"):
+            continue
+        assert r["alpha"] == "1" and r["input"] == "96x96"
+        assert r["tokens"] == str(int(key[1][0]) ** 2)
+        assert 0.4 < float(r["gflops_ratio"]) < 0.9
+        assert float(r["backbone_gflops"]) < float(stock["backbone_gflops"])
+        assert r["latency_ms"] == "" and r["metric"] == ""
+        used = {"iters", "temperature", "k"} if key[0] == "Cluster" else set()
+        assert {c for c in ("iters", "temperature", "k") if r[c] != ""} == used
+    # more clusters cost more; a larger window costs more (the EM's lambda candidates)
+    assert float(by[("Cluster", "6x6", "5")]["gflops"]) > float(by[("Cluster", "4x4", "5")]["gflops"])
+    assert float(by[("Cluster", "6x6", "5")]["gflops"]) > float(by[("Cluster", "6x6", "3")]["gflops"])
+    small = by[("Downsample", "", "")]
+    assert small["input"] == "64" and small["tokens"] == "64"
+    assert float(small["gflops"]) < float(stock["gflops"])
+    with open(out / "sweep.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    # resumed: nothing is measured again ...
+    def refuse(self, row):
+        raise AssertionError(f"measured again: {row}")
+    monkeypatch.setattr(sweep.Measurer, "measure", refuse)
+    monkeypatch.setattr(sweep.Measurer, "__init__", lambda self, *a: None)
+    os.remove(out / "sweep.png")
+    assert sweep.main(argv) == table
+    assert osp.exists(out / "sweep.png")
+    # ... and after dropping two rows, exactly those are
+    monkeypatch.undo()
+    measured = []
+    original = sweep.Measurer.measure
+
+    def counting(self, row):
+        measured.append((row["reducer"], row["grid"], row["window"]))
+        return original(self, row)
+    monkeypatch.setattr(sweep.Measurer, "measure", counting)
+    with open(out / "sweep.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=sweep.COLUMNS)
+        writer.writeheader()
+        writer.writerows(r for r in table if r["reducer"] not in ("EViT",) or r["grid"] != "6x6")
+    resumed = sweep.main(argv + ["--grid", "6"])          # a narrower sweep: its own rows only
+    assert measured == [("EViT", "6x6", "")]
+    assert len(read_csv(out / "sweep.csv")) == len(table)
+    assert sorted(r["grid"] for r in resumed if r["reducer"] == "Cluster") == ["6x6", "6x6"]
+
+
+def test_sweep_benchmarks_against_the_stock_model(tiny_config, tmp_path):
+    rows = sweep.main([tiny_config, "--grid", "4", "--reducer", "ToMe", "--repeat", "1",
+                       "--warmup", "0", "--mode", "tensor", "--out-dir", str(tmp_path),
+                       "--plot-x", "latency_ms", "--plot-y", "gflops"])
+    assert [r["reducer"] for r in rows] == ["stock", "ToMe"]
+    for r in rows:
+        assert float(r["latency_ms"]) > 0 and float(r["latency_ratio"]) > 0
+    assert float(rows[0]["latency_ratio"]) == 1.0
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--reducer", "Kmeans"], "reducer must be one of"),
+    (["--reducer", "ToMe+Bilinear"], "cannot undo"),
+    (["--grid", "4x"], "cannot read"),
+    (["--grid", "1.5"], "ratio must be in"),
+    (["--repeat", "0"], "--repeat must be >= 1"),
+])
+def test_sweep_rejects_bad_arguments(tiny_config, argv, match, capsys):
+    with pytest.raises(SystemExit):
+        sweep.parse_args([tiny_config] + argv)
+    assert match in capsys.readouterr().err
+
+
+def write_ade20k(root):
+    """Three real photos (scikit-image) with blocky labels, in ADE20K's layout."""
+    import cv2
+    from skimage import data
+    rng = np.random.default_rng(0)
+    os.makedirs(osp.join(root, "images/validation"))
+    os.makedirs(osp.join(root, "annotations/validation"))
+    for i, photo in enumerate([data.astronaut(), data.coffee(), data.chelsea()]):
+        image = cv2.resize(photo, (128, 96), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(osp.join(root, f"images/validation/ADE_val_{i:08d}.jpg"), image[..., ::-1])
+        label = cv2.resize(rng.integers(0, 6, (4, 4)).astype(np.uint8), (128, 96),
+                           interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(osp.join(root, f"annotations/validation/ADE_val_{i:08d}.png"), label)
+
+
+@pytest.mark.slow
+def test_sweep_evaluates_with_tools_test_when_given_a_checkpoint(tiny_config, tmp_path):
+    """With a checkpoint, every row runs tools/test.py on the config's dataset (in its own
+    process) and the sweep records the metric that run wrote; the plot is metric vs GFLOPs."""
+    from expedite_mm.utils.config import build_model, load_config
+    write_ade20k(str(tmp_path / "ade"))
+    model = build_model(load_config(tiny_config))
+    checkpoint = tmp_path / "tiny.pth"
+    torch.save({"meta": {"iter": np.int64(1)}, "state_dict": model.state_dict()}, checkpoint)
+    out = tmp_path / "out"
+    rows = sweep.main([tiny_config, "--grid", "4", "--reducer", "Cluster", "EViT",
+                       "--downsample", "64", "--checkpoint", str(checkpoint), "--no-benchmark",
+                       "--out-dir", str(out)])
+    assert [r["reducer"] for r in rows] == ["stock", "Cluster", "EViT", "Downsample"]
+    for r in rows:
+        with open(out / "metrics" / (sweep.row_slug(r) + ".json")) as f:
+            metrics = json.load(f)
+        assert r["metric_name"] == "mIoU"
+        assert float(r["metric"]) == pytest.approx(metrics["mIoU"])
+        assert 0 <= float(r["metric"]) <= 100
+        assert osp.exists(out / "configs" / (sweep.row_slug(r) + ".py"))
+    assert osp.exists(out / "sweep.png")

@@ -508,3 +508,46 @@ def test_fvcore_counts_reducers_inside_the_backbone():
     assert extra == norm + k_proj + q_proj + row + fill_norm, (extra, counts)
     assert counts["ToMe"] > counts["AvgPool+Bilinear"] - pooling + norm + k_proj
     assert max(counts[p] for p in PAIRS if p in counts) < 0.6 * counts["stock"]
+
+
+# --------------------------------------------------------------------------- in ExpeditedSwin
+class _PerWindow:
+    """A naive per-window operator for test_swin's per-window SPEC reference."""
+
+    def __init__(self, grid, fn):
+        self.grid, self.fn = grid, fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+
+def test_expedited_swin_runs_the_grid_baselines_per_window():
+    """reducer=AvgPool, reconstructor=Bilinear in ExpeditedSwin: every K x K window pooled to
+    k x k and upsampled back on its own (test_swin's per-window reference, with the naive
+    pooling / bilinear written above); EViT and ToMe are rejected at build."""
+    import test_swin
+    package, k, K = "mmseg", 4, test_swin.TINY["window_size"]
+    stock, ours = test_swin.build_pair(package, torch.float64, stage=2, cluster_after=2,
+                                       clustered_window_size=k, reducer=dict(type="AvgPool"),
+                                       reconstructor=dict(type="Bilinear"))
+    assert list(ours.state_dict()) == list(stock.state_dict())
+    pool = _PerWindow((k, k), lambda window, hw: (
+        naive_avg_pool(window[0], hw, (k, k))[None], None))
+    bilinear = _PerWindow((k, k), lambda own, state: naive_bilinear(own[0], (k, k), (K, K))[None])
+    x = torch.randn(1, 3, 200, 264, dtype=torch.float64)      # stage-3 map 13x17, padded
+    with torch.no_grad():
+        ref = test_swin.reference(package, stock, x, 2, 2, test_swin.TINY["depths"][2], k,
+                                  pool, bilinear)
+        outs = ours(x)
+        plain = stock(x)
+    for a, b in zip(outs, ref, strict=True):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(outs[2], plain[2], atol=1e-3)
+    for reducer in ("EViT", "ToMe"):
+        with pytest.raises(ValueError, match="plain ViT backbones only"):
+            test_swin.build_pair(package, cluster_after=2, reducer=dict(type=reducer))
+    stock, ours = test_swin.build_pair(package, reducer=dict(type="AvgPool"))  # disabled
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        for a, b in zip(stock(x), ours(x), strict=True):
+            assert torch.equal(a, b)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..ops import resolve_grid
+from ..ops.reducers import GRID_REDUCERS
 from ..ops.window import (DEFAULT_WINDOW_K, cluster_windows, reconstruct_windows,
                           relative_position_index, resize_bias_table,
                           validate_clustered_window_size)
@@ -119,7 +120,9 @@ class WindowExpediteMixin(ExpediteMixin):
                  cluster_window: int = DEFAULT_WINDOW, cluster_iters: int = DEFAULT_ITERS,
                  temperature: float = DEFAULT_TEMPERATURE,
                  reconstruct_k: int = DEFAULT_WINDOW_K, reconstruct_normalize: str = "sum",
-                 reconstruct_neighbours: str = "global", **kwargs) -> None:
+                 reconstruct_neighbours: str = "global",
+                 reducer: Optional[dict] = None, reconstructor: Optional[dict] = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         depths = [len(stage_module.blocks) for stage_module in self.stages]
         if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < len(depths):
@@ -135,7 +138,8 @@ class WindowExpediteMixin(ExpediteMixin):
         self._init_expedite(depths[stage], cluster_after, reconstruct_after, (k, k),
                             cluster_window, cluster_iters, temperature, reconstruct_k,
                             reconstruct_normalize, reconstruct_neighbours,
-                            what=f"blocks of stage {stage}")
+                            what=f"blocks of stage {stage}", reducer=reducer,
+                            reconstructor=reconstructor, allowed_reducers=GRID_REDUCERS)
 
     def forward(self, x: Tensor):
         if not self.expedited:
@@ -230,6 +234,9 @@ class SwinExpediteMixin(WindowExpediteMixin):
         reconstruct_k: centres of its own window per reconstructed token (default 10).
         reconstruct_normalize: ``"sum"`` (paper) or ``"l2"`` (released code).
         reconstruct_neighbours: ``"global"`` (top-k of the window's centres) or ``"local"``.
+        reducer / reconstructor: ``dict(type='AvgPool')`` / ``dict(type='Bilinear')`` run
+            the paper's grid baselines per window at the same k x k budget (``None``: the
+            method); EViT/ToMe keep no grid and are rejected.
 
     The clustered blocks run with window k and shift k//2 (for the blocks that shift),
     their bias tables bilinearly resized from (2K-1)^2 to (2k-1)^2 rows; the resized tables

@@ -168,10 +168,6 @@ def coco_root(tmp_path_factory):
     return write_coco_panoptic(str(tmp_path_factory.mktemp("coco") / "coco"))
 
 
-def _instance_scores(predictions):
-    return np.concatenate([p["pred_instances"]["scores"].numpy() for p in predictions])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("config,cluster_after", [
     ("mask2former_swin-l_expedite-a10-w8_coco-panoptic.py", 2),
@@ -192,11 +188,7 @@ def test_coco_configs_through_test_tool(config, cluster_after, coco_root, tmp_pa
         assert tuple(sample["pred_panoptic_seg"]["sem_seg"].shape) == (1, h, w)
         assert all(tuple(m["size"]) == (h, w) for m in sample["pred_instances"]["masks"])
 
-    if cluster_after == 2:   # the same model and weights with expediting switched off
-        _, stock = run_test_tool(tiny, checkpoint, tmp_path, "stock",
-                                 "--cfg-options", "model.backbone.cluster_after=None")
-        ours, theirs = _instance_scores(predictions), _instance_scores(stock)
-        assert ours.shape != theirs.shape or not np.allclose(ours, theirs)
+    # (expedited vs --cfg-options model.backbone.cluster_after=None: the ADE20K test below)
 
 
 @pytest.mark.slow

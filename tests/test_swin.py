@@ -103,7 +103,7 @@ def test_registered_in_both_registries_as_subclass(package):
 @pytest.mark.parametrize("package", PACKAGES)
 def test_disabled_is_bit_identical(package):
     stock, ours = build_pair(package, out_indices=(0, 1, 2, 3))
-    x = torch.randn(2, 3, 150, 203)
+    x = torch.randn(2, 3, 117, 150)
     with torch.no_grad():
         for a, b in zip(stock(x), ours(x), strict=True):
             assert torch.equal(a, b)
@@ -173,10 +173,10 @@ def test_parameters_and_state_dict_untouched_by_forward(package):
     _, ours = build_pair(package, cluster_after=1, clustered_window_size=4)
     before = {k: v.clone() for k, v in ours.state_dict().items()}
     params_before = dict(ours.named_parameters())
-    x = torch.randn(1, 3, 160, 160)
+    x = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
         ours(x)
-    ours(x)[3].sum().backward()                                   # autograd path too
+    ours(x)[3].square().sum().backward()                          # autograd path too
     after = ours.state_dict()
     assert list(after) == list(before)
     for key, value in before.items():
@@ -241,7 +241,7 @@ def test_checkpointed_blocks_give_the_same_gradients():
                                       cluster_after=2, clustered_window_size=4))
     cp.load_state_dict(plain.state_dict())
     cp.eval()
-    x = torch.randn(1, 3, 128, 160)
+    x = torch.randn(1, 3, 96, 112)
     grads = []
     for model in (plain, cp):
         model.zero_grad()

@@ -362,3 +362,29 @@ def test_defaults_use_the_expedited_stage_window():
     assert (ours.expedited_stage, ours.window_size) == (2, 32)
     assert ours.clustered_window_size == round(0.7 * 32) and ours.reconstruct_after == 6
     assert ours.clustering.grid == (22, 22) and ours.reconstruction.k == 10
+
+
+def test_official_imagenet_checkpoint_loads_through_init_cfg(tmp_path):
+    """The configs' init_cfg path: an mmpretrain classifier checkpoint (``backbone.*`` and
+    ``head.*`` keys, numpy metadata) pre-trained at window 6 initialises a window-8
+    ExpeditedSwinV2 unmodified; only the rebuilt window buffers differ from it."""
+    import numpy as np
+    pretraining = {**TINY, "window_size": [6, 6, 6, 3], "pretrained_window_sizes": [0] * 4}
+    source = SwinTransformerV2(**pretraining)
+    state = {f"backbone.{key}": value for key, value in source.state_dict().items()}
+    state["head.fc.weight"] = torch.randn(10, 128)
+    path = tmp_path / "swinv2_in21k.pth"
+    torch.save({"meta": {"epoch": np.int64(90), "mmcls_version": "0.23.1"},
+                "state_dict": state}, path)
+
+    ours = registry("mmdet").build(dict(
+        type="ExpeditedSwinV2", **TINY, cluster_after=2, clustered_window_size=6,
+        init_cfg=dict(type="Pretrained", checkpoint=str(path), prefix="backbone.")))
+    ours.init_weights()
+    loaded, expected = ours.state_dict(), source.state_dict()
+    assert list(loaded) == list(expected)
+    for key, value in expected.items():
+        if key.endswith(("relative_coords_table", "relative_position_index")):
+            assert loaded[key].shape != value.shape       # window 8's, not the checkpoint's
+        else:
+            assert torch.equal(loaded[key], value), key

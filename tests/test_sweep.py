@@ -147,7 +147,10 @@ def test_sweep_rows_plot_and_resume(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(sweep.Measurer, "measure", refuse)
     monkeypatch.setattr(sweep.Measurer, "__init__", lambda self, *a: None)
     os.remove(out / "sweep.png")
-    assert sweep.main(argv) == table
+    reference = tmp_path / "published.csv"             # dashed lines of published numbers
+    reference.write_text("# a comment\nreducer,grid,gflops\npublished,4x4,0.015\n"
+                         "published,6x6,0.016\nstock,,0.02\n")
+    assert sweep.main(argv + ["--reference", str(reference)]) == table
     assert osp.exists(out / "sweep.png")
     # ... and after dropping two rows, exactly those are
     monkeypatch.undo()

@@ -7,6 +7,7 @@
         [--no-benchmark] [--device cpu|cuda] [--fp16] [--repeat 10] [--warmup 2]
         [--mode predict|tensor] [--shape H W] [--metric mIoU] [--cfg-options k=v ...]
         [--out-dir DIR] [--csv FILE] [--png FILE] [--plot-x ...] [--plot-y ...]
+        [--reference published.csv]
 
 One row per setting in the product of the lists (a parameter a reducer does not use is
 not varied for it and left empty), plus the stock model (``reducer=stock``) and, with
@@ -17,9 +18,10 @@ config's input size), the latency (timed interleaved with the stock model, so th
 meaningful on a busy machine) and, when ``--checkpoint`` is given, the metric of
 ``tools/test.py`` on the config's test set (each row's config is written under
 ``OUT_DIR/configs``). Rows go to the CSV as soon as they are done, and a rerun skips the
-rows already there (resumable). The PNG plots ``--plot-y`` against ``--plot-x``, one line
-per reducer (and per other varying parameter); by default the metric against GFLOPs when
-there is a metric, otherwise GFLOPs against the number of kept tokens (cluster size).
+rows already there (resumable; sweeps of other settings into the same CSV add to it). The
+PNG plots every row of the CSV, ``--plot-y`` against ``--plot-x``, one line per reducer
+(and per other varying parameter); by default the metric against GFLOPs when there is a
+metric, otherwise GFLOPs against the number of kept tokens (cluster size).
 
 Reducer names: ``Cluster`` (the method), ``AvgPool`` (adaptive average pooling, the
 method's reconstruction: paper Table 3), ``Cluster+Bilinear`` (Table 4),
@@ -90,6 +92,8 @@ def parse_args(argv=None):
     parser.add_argument("--plot-x", choices=("tokens", "gflops", "latency_ms"))
     parser.add_argument("--plot-y", choices=("metric", "gflops", "gflops_ratio", "latency_ms",
                                              "latency_ratio"))
+    parser.add_argument("--reference", help="a CSV of published numbers to draw as dashed "
+                        "lines (columns: reducer = its label, grid, and the plotted ones)")
     args = parser.parse_args(argv)
     if args.fp16 and args.device != "cuda":
         parser.error("--fp16 needs --device cuda")
@@ -388,8 +392,11 @@ def evaluate(args, cfg, row: Dict[str, str]) -> Dict[str, Any]:
 
 # --------------------------------------------------------------------------- plot
 def plot(rows: List[Dict[str, str]], path: str, x: Optional[str] = None,
-         y: Optional[str] = None, title: str = "") -> Tuple[str, str]:
-    """One line per reducer (and per other varying setting); returns the axes used."""
+         y: Optional[str] = None, title: str = "",
+         reference: Sequence[Dict[str, str]] = ()) -> Tuple[str, str]:
+    """One line per reducer (and per other varying setting), plus dashed lines for the
+    ``reference`` rows (e.g. published numbers: a CSV with a ``reducer`` label, ``grid``
+    and the plotted columns); returns the axes used."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -424,6 +431,19 @@ def plot(rows: List[Dict[str, str]], path: str, x: Optional[str] = None,
     if stock is not None:
         ax.axhline(stock[1], color="gray", linestyle="--", linewidth=1,
                    label=f"stock ({stock[1]:.4g})")
+    published: Dict[str, List[Tuple[float, float]]] = {}
+    for r in reference:
+        values = dict(r)
+        if not values.get("tokens") and values.get("grid"):
+            grid = parse_grid(values["grid"])
+            values["tokens"] = "" if isinstance(grid, float) else str(grid[0] * grid[1])
+        if values.get(x) in ("", None) or values.get(y) in ("", None) or r["reducer"] == STOCK:
+            continue
+        published.setdefault(r["reducer"], []).append((float(values[x]), float(values[y])))
+    for label, points in published.items():
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], linestyle="--", marker="x",
+                color="black", alpha=0.7, label=label)
     names = {"tokens": "tokens kept (cluster size h*w)", "gflops": "GFLOPs (fvcore, whole)",
              "backbone_gflops": "backbone GFLOPs (fvcore)", "latency_ms": "latency (ms)",
              "gflops_ratio": "GFLOPs / stock", "latency_ratio": "latency / stock",
@@ -479,10 +499,15 @@ def main(argv=None) -> List[Dict[str, str]]:
         measurer = Measurer(args, cfg, shape)
         for row in tqdm(todo, desc="sweep", unit="row"):
             append_row(args.csv, measurer.measure(row))
-    finished = [r for r in read_rows(args.csv) if row_key(r) in {row_key(p) for p in rows}]
+    everything = read_rows(args.csv)
+    finished = [r for r in everything if row_key(r) in {row_key(p) for p in rows}]
     title = f"{osp.basename(args.config)} at {shape[0]}x{shape[1]}"
     print_table(finished, title)
-    plot(finished, args.png, args.plot_x, args.plot_y, title)
+    reference = []
+    if args.reference:
+        with open(args.reference, newline="") as f:
+            reference = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    plot(everything, args.png, args.plot_x, args.plot_y, title, reference)  # + earlier rows
     print(f"wrote {args.csv} and {args.png}", file=sys.stderr)
     return finished
 

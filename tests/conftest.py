@@ -11,3 +11,14 @@ sys.path.insert(0, os.path.dirname(__file__))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_default_scope():
+    """Undo the mmengine default scope a test set (init_default_scope / build_model), so a
+    later test building from mmdet's registry does not get mmseg's class, and vice versa."""
+    from mmengine.registry import DefaultScope
+    saved = DefaultScope._instance_dict.copy()
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)

@@ -4,7 +4,6 @@ loads strictly, and our model then computes what the release architecture comput
 The release architecture is tests/naive_dpt.py (written from the DPT paper, with the
 release's module names), small; the checkpoint is its state dict saved as DPT does.
 """
-import importlib.util
 import os.path as osp
 
 import pytest
@@ -15,6 +14,7 @@ from mmengine.runner import load_checkpoint
 from mmseg.registry import MODELS
 
 import expedite_mm  # noqa: F401
+from harness import load_tool
 from naive_dpt import ReleaseDPTHybrid, randomize_
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -36,11 +36,7 @@ UNUSED = {"pretrained.model.norm.weight", "pretrained.model.norm.bias",
 
 
 def converter():
-    path = osp.join(ROOT, "tools/model_converters/dpt2mmseg.py")
-    spec = importlib.util.spec_from_file_location("dpt2mmseg", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("tools/model_converters/dpt2mmseg.py")
 
 
 def release_model():

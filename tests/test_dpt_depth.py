@@ -6,12 +6,8 @@ in the official layouts; the reported RMSE / abs_rel are recomputed here from th
 predictions and the ground-truth files, with the protocol (KB crop, Garg / NYU crop,
 depth caps, prediction clipping, per-image mean) written out by hand.
 """
-import json
 import os
 import os.path as osp
-import pickle
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -21,6 +17,7 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS, METRICS, TRANSFORMS
 
 import expedite_mm  # noqa: F401
+from harness import run_test_tool
 from naive_dpt import ReleaseDPTHybrid, randomize_
 from test_dpt_converter import converter
 
@@ -175,23 +172,12 @@ def release_checkpoint(tmp, name, bias, gain):
     return str(dst)
 
 
-def run_test_tool(config, checkpoint, tmp, name):
-    out, metrics = tmp / f"{name}.pkl", tmp / f"{name}.json"
-    result = subprocess.run(
-        [sys.executable, osp.join(ROOT, "tools/test.py"), config, checkpoint,
-         "--work-dir", str(tmp / name), "--out", str(out), "--metrics-json", str(metrics)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    with open(out, "rb") as f:
-        return json.loads(metrics.read_text()), pickle.load(f)
-
-
 @pytest.mark.slow
 def test_tools_test_on_synthetic_kitti(tmp_path):
     data_root = write_kitti(str(tmp_path / "kitti"))
     config = write_tiny_config(tmp_path, KITTI_CONFIG, data_root)
     checkpoint = release_checkpoint(tmp_path, "kitti", bias=600.0, gain=300.0)
-    metrics, predictions = run_test_tool(config, checkpoint, tmp_path, "kitti")
+    metrics, predictions, _ = run_test_tool(config, checkpoint, tmp_path, "kitti")
     assert len(predictions) == 3
     rmse, abs_rel = [], []
     for sample in predictions:
@@ -217,7 +203,7 @@ def test_tools_test_on_synthetic_nyu(tmp_path):
     data_root = write_nyu(str(tmp_path / "nyu"))
     config = write_tiny_config(tmp_path, NYU_CONFIG, data_root)
     checkpoint = release_checkpoint(tmp_path, "nyu", bias=1500.0, gain=1000.0)
-    metrics, predictions = run_test_tool(config, checkpoint, tmp_path, "nyu")
+    metrics, predictions, _ = run_test_tool(config, checkpoint, tmp_path, "nyu")
     assert len(predictions) == 2
     rmse, abs_rel = [], []
     for sample in predictions:

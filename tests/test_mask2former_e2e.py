@@ -5,21 +5,17 @@ Each test config inherits one of ours and only shrinks the Swin (16 wide, depths
 192: a 12x16 stage-3 map, padded to two 12x12 windows), so the real mmdet/mmseg dataset
 classes, pipelines, evaluators and checkpoint loading run as they do for users. The
 checkpoint is saved from the *stock* model in the official format and loads unmodified.
-The COCO panoptic dataset is written here (json + RGB-encoded png + instances json); the
-ADE20K one comes from tests/test_tools.py.
+The synthetic COCO panoptic (json + RGB-encoded png + instances json) and ADE20K
+datasets come from tests/harness.py.
 """
-import json
-import os
 import os.path as osp
-import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from test_tools import independent_miou, write_ade20k
+from harness import (IMAGE_SIZES, independent_miou, run_test_tool, write_ade20k,
+                     write_coco_panoptic)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(ROOT, "configs", "mask2former")
@@ -31,57 +27,6 @@ TINY_SWIN = "embed_dims=16, depths=[2, 2, 4, 2], num_heads=[1, 2, 2, 4], drop_pa
 TINY_HEAD = ("in_channels=[16, 32, 64, 128], num_queries=20, "
              "pixel_decoder=dict(encoder=dict(num_layers=1)), "
              "transformer_decoder=dict(num_layers=3)")
-IMAGE_SIZES = ((96, 128), (80, 112), (112, 96))
-
-
-# --------------------------------------------------------------------------- datasets
-def write_coco_panoptic(root):
-    """val2017/*.jpg, annotations/panoptic_val2017.json + panoptic_val2017/*.png (segment
-    id = R + 256 G + 256^2 B, 0 unlabeled) and the matching instances_val2017.json."""
-    import cv2
-    from mmdet.datasets import CocoPanopticDataset
-    from skimage import data
-
-    meta = CocoPanopticDataset.METAINFO
-    things = set(meta["thing_classes"])
-    categories = [dict(id=i + 1, name=name, supercategory="x", isthing=int(name in things))
-                  for i, name in enumerate(meta["classes"])]
-    category = {c["name"]: c["id"] for c in categories}
-    for folder in ("val2017", "annotations/panoptic_val2017"):
-        os.makedirs(osp.join(root, folder))
-    photos = [data.astronaut(), data.coffee(), data.chelsea()]
-    images, panoptic, instances = [], [], []
-    for image_id, ((h, w), photo) in enumerate(zip(IMAGE_SIZES, photos), start=1):
-        name = f"{image_id:012d}"
-        image = cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
-        cv2.imwrite(osp.join(root, "val2017", name + ".jpg"), image[..., ::-1])
-        ids = np.zeros((h, w), np.int64)
-        # stuff: the top third; things: two boxes; the rest stays unlabeled
-        regions = [("sky-other-merged", (0, 0, w, h // 3)), ("person", (8, h // 3, 40, h - 4)),
-                   ("car", (w // 2, h // 2, w - 6, h - 10))]
-        segments = []
-        for segment_id, (cls, (x1, y1, x2, y2)) in enumerate(regions, start=image_id * 10):
-            ids[y1:y2, x1:x2] = segment_id
-            bbox = [x1, y1, x2 - x1, y2 - y1]
-            segments.append(dict(id=segment_id, category_id=category[cls], iscrowd=0,
-                                 bbox=bbox, area=int((ids == segment_id).sum())))
-            if cls in things:
-                instances.append(dict(
-                    id=segment_id, image_id=image_id, category_id=category[cls], iscrowd=0,
-                    bbox=bbox, area=bbox[2] * bbox[3],
-                    segmentation=[[x1, y1, x2, y1, x2, y2, x1, y2]]))
-        for s in segments:                   # areas after overlaps were painted over
-            s["area"] = int((ids == s["id"]).sum())
-        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-        cv2.imwrite(osp.join(root, "annotations/panoptic_val2017", name + ".png"), rgb[..., ::-1])
-        images.append(dict(id=image_id, file_name=name + ".jpg", height=h, width=w))
-        panoptic.append(dict(image_id=image_id, file_name=name + ".png", segments_info=segments))
-    with open(osp.join(root, "annotations/panoptic_val2017.json"), "w") as f:
-        json.dump(dict(images=images, annotations=panoptic, categories=categories), f)
-    with open(osp.join(root, "annotations/instances_val2017.json"), "w") as f:
-        json.dump(dict(images=images, annotations=instances,
-                       categories=[c for c in categories if c["isthing"]]), f)
-    return root
 
 
 # --------------------------------------------------------------------------- configs
@@ -147,19 +92,11 @@ def save_official_checkpoint(config, path, package):
     return str(path)
 
 
-def run_test_tool(config, checkpoint, tmp, name, *extra):
-    out, metrics = tmp / f"{name}.pkl", tmp / f"{name}.json"
-    command = [sys.executable, osp.join(ROOT, "tools/test.py"), config, checkpoint,
-               "--work-dir", str(tmp / name), "--out", str(out), "--metrics-json", str(metrics),
-               *extra]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "2"})
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
+def run_checked(config, checkpoint, tmp, name, *extra):
+    """tools/test.py, checking that the official-format checkpoint loaded unmodified."""
+    metrics, predictions, log = run_test_tool(config, checkpoint, tmp, name, *extra)
     assert "do not match exactly" not in log and "missing keys" not in log, log[-4000:]
-    with open(out, "rb") as f:
-        predictions = pickle.load(f)
-    return json.loads(metrics.read_text()), predictions
+    return metrics, predictions
 
 
 # --------------------------------------------------------------------------- tests
@@ -176,7 +113,7 @@ def coco_root(tmp_path_factory):
 def test_coco_configs_through_test_tool(config, cluster_after, coco_root, tmp_path):
     tiny = write_coco_config(tmp_path, osp.join(CONFIGS, config), coco_root, cluster_after)
     checkpoint = save_official_checkpoint(tiny, tmp_path / "official.pth", "mmdet")
-    metrics, predictions = run_test_tool(tiny, checkpoint, tmp_path, "expedited")
+    metrics, predictions = run_checked(tiny, checkpoint, tmp_path, "expedited")
 
     for key in ("coco_panoptic/PQ", "coco_panoptic/SQ", "coco_panoptic/RQ"):
         assert 0.0 <= metrics[key] <= 100.0, (key, metrics)
@@ -198,10 +135,10 @@ def test_ade20k_config_through_test_tool(tmp_path):
         tmp_path, osp.join(CONFIGS, "mask2former_swin-l_expedite-a8-w8_ade20k-640x640.py"),
         data_root, cluster_after=1)
     checkpoint = save_official_checkpoint(tiny, tmp_path / "official.pth", "mmseg")
-    metrics, predictions = run_test_tool(tiny, checkpoint, tmp_path, "expedited")
+    metrics, predictions = run_checked(tiny, checkpoint, tmp_path, "expedited")
     assert len(predictions) == 3
     assert metrics["mIoU"] == pytest.approx(independent_miou(predictions, data_root), abs=0.006)
-    _, stock = run_test_tool(tiny, checkpoint, tmp_path, "stock",
+    _, stock = run_checked(tiny, checkpoint, tmp_path, "stock",
                              "--cfg-options", "model.backbone.cluster_after=None")
     logits = [p["seg_logits"]["data"] for p in predictions]
     stock_logits = [p["seg_logits"]["data"] for p in stock]

@@ -6,7 +6,6 @@ is saved as the original release saves it, converted, loaded with ``strict=True`
 mmseg's EncoderDecoder built from our base config (dimensions shrunk), and both models
 give the same logits.
 """
-import importlib.util
 import os
 
 import pytest
@@ -19,6 +18,7 @@ from mmseg.registry import MODELS
 from torch import nn
 
 import expedite_mm  # noqa: F401  (registers ExpeditedViT)
+from harness import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs", "segmenter")
@@ -28,15 +28,7 @@ PASCAL_BASE = os.path.join(CONFIGS, "segmenter_vit-l_mask_8xb2-80k_pascal-contex
 DIM, HEADS, DEPTH, DECODER_DEPTH, NUM_CLASSES, PATCH, IMAGE = 32, 2, 3, 2, 5, 8, 64
 
 
-def _load_converter():
-    path = os.path.join(ROOT, "tools", "model_converters", "segmenter2mmseg.py")
-    spec = importlib.util.spec_from_file_location("segmenter2mmseg", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-converter = _load_converter()
+converter = load_tool("tools/model_converters/segmenter2mmseg.py")
 
 
 # --- the original Segmenter, re-derived (pre-norm ViT blocks, mask transformer) ----------

@@ -1,29 +1,20 @@
 """tools/analysis/sweep.py on a tiny ViT config, and the uniform-downsampling transform."""
 import csv
-import importlib.util
 import json
 import os
 import os.path as osp
-import sys
 
 import numpy as np
 import pytest
 import torch
 
+from harness import load_tool, write_ade20k
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SEGMENTER_L = osp.join(ROOT, "configs/segmenter/segmenter_vit-l_expedite-a10-28x28_ade20k-640x640.py")
 
 
-def _load_sweep():
-    path = osp.join(ROOT, "tools/analysis/sweep.py")
-    spec = importlib.util.spec_from_file_location("sweep", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sweep = _load_sweep()
+sweep = load_tool("tools/analysis/sweep.py")
 
 TINY = """
 default_scope = 'mmseg'
@@ -192,21 +183,6 @@ def test_sweep_rejects_bad_arguments(tiny_config, argv, match, capsys):
     with pytest.raises(SystemExit):
         sweep.parse_args([tiny_config] + argv)
     assert match in capsys.readouterr().err
-
-
-def write_ade20k(root):
-    """Three real photos (scikit-image) with blocky labels, in ADE20K's layout."""
-    import cv2
-    from skimage import data
-    rng = np.random.default_rng(0)
-    os.makedirs(osp.join(root, "images/validation"))
-    os.makedirs(osp.join(root, "annotations/validation"))
-    for i, photo in enumerate([data.astronaut(), data.coffee(), data.chelsea()]):
-        image = cv2.resize(photo, (128, 96), interpolation=cv2.INTER_AREA)
-        cv2.imwrite(osp.join(root, f"images/validation/ADE_val_{i:08d}.jpg"), image[..., ::-1])
-        label = cv2.resize(rng.integers(0, 6, (4, 4)).astype(np.uint8), (128, 96),
-                           interpolation=cv2.INTER_NEAREST)
-        cv2.imwrite(osp.join(root, f"annotations/validation/ADE_val_{i:08d}.png"), label)
 
 
 @pytest.mark.slow

@@ -12,19 +12,14 @@ mmdet dataset, pipelines (Soft-NMS, HTC's semantic branch), CocoMetric and check
 loading run as they do for users. The checkpoint is saved from the *stock* model in the
 official format and loads unmodified.
 """
-import json
-import os
 import os.path as osp
-import pickle
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from test_mask2former_e2e import IMAGE_SIZES, write_coco_panoptic
+from harness import IMAGE_SIZES, run_test_tool, write_coco_panoptic
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 HTC = osp.join(ROOT, "configs", "htc++", "htc++_swinv2-l_expedite-a8-w23_coco.py")
@@ -106,24 +101,16 @@ def save_official_checkpoint(config, path):
     return str(path)
 
 
-def run_test_tool(config, checkpoint, tmp, name, *extra):
-    out, metrics = tmp / f"{name}.pkl", tmp / f"{name}.json"
-    command = [sys.executable, osp.join(ROOT, "tools/test.py"), config, checkpoint,
-               "--work-dir", str(tmp / name), "--out", str(out), "--metrics-json", str(metrics),
-               *extra]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "OMP_NUM_THREADS": "2"})
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-4000:]
-    # the checkpoint loads unmodified: nothing unexpected, and the only "missing" keys are
-    # the buffers mmpretrain deletes on load and rebuilds for the configured window
+def run_checked(config, checkpoint, tmp, name, *extra):
+    """tools/test.py, checking the log: the checkpoint loads unmodified (nothing
+    unexpected; the only "missing" keys are the buffers mmpretrain deletes on load and
+    rebuilds for the configured window) and clustering really ran."""
+    metrics, predictions, log = run_test_tool(config, checkpoint, tmp, name, *extra)
     assert "unexpected key" not in log, log[-4000:]
     for listing in re.findall(r"missing keys in source state_dict: (.*)", log):
         assert all(key.strip().endswith(REBUILT_BUFFERS) for key in listing.split(",")), listing
-    assert "smaller than the cluster grid" not in log        # clustering really ran
-    with open(out, "rb") as f:
-        predictions = pickle.load(f)
-    return json.loads(metrics.read_text()), predictions, log
+    assert "smaller than the cluster grid" not in log
+    return metrics, predictions, log
 
 
 @pytest.fixture(scope="module")
@@ -148,10 +135,10 @@ def test_small_swinv2_config_through_test_tool(coco_root, tmp_path):
     tiny = write_tiny_config(tmp_path, MASK_RCNN, coco_root,
                              "cluster_after=2, reconstruct_after=4")  # stage 3 has 4 blocks
     checkpoint = save_official_checkpoint(tiny, tmp_path / "official.pth")
-    metrics, predictions, _ = run_test_tool(tiny, checkpoint, tmp_path, "expedited")
+    metrics, predictions, _ = run_checked(tiny, checkpoint, tmp_path, "expedited")
     check_predictions(metrics, predictions)
 
-    _, stock, _ = run_test_tool(tiny, checkpoint, tmp_path, "stock", "--cfg-options",
+    _, stock, _ = run_checked(tiny, checkpoint, tmp_path, "stock", "--cfg-options",
                                 "model.backbone.cluster_after=None",
                                 "model.backbone.reconstruct_after=None")
     scores = [np.sort(p["pred_instances"]["scores"].numpy()) for p in predictions]
@@ -167,5 +154,5 @@ def test_htc_swinv2_config_through_test_tool(coco_root, tmp_path):
     tiny = write_tiny_config(tmp_path, HTC, coco_root, "cluster_after=2, reconstruct_after=4",
                              scale=(512, 384))
     checkpoint = save_official_checkpoint(tiny, tmp_path / "official.pth")
-    metrics, predictions, _ = run_test_tool(tiny, checkpoint, tmp_path, "expedited")
+    metrics, predictions, _ = run_checked(tiny, checkpoint, tmp_path, "expedited")
     check_predictions(metrics, predictions)

@@ -1,27 +1,18 @@
 """tools/analysis/token_fidelity.py: the weight-free analogue of the paper's Tables 3/4 on
 real photos (scikit-image's), and the pieces it is built from."""
-import importlib.util
 import math
 import os.path as osp
-import sys
 
 import numpy as np
 import pytest
 import torch
 
+from harness import load_tool
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def _load_tool():
-    path = osp.join(ROOT, "tools/analysis/token_fidelity.py")
-    spec = importlib.util.spec_from_file_location("token_fidelity", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module            # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-tf = _load_tool()
+tf = load_tool("tools/analysis/token_fidelity.py")
 
 
 def test_patch_tokens_are_the_image_patches():

@@ -1,0 +1,159 @@
+"""What the end-to-end tests share: loading our scripts, running tools/test.py, and the
+small synthetic datasets (ADE20K and COCO layouts) the tests write themselves.
+
+Imported as a plain module (conftest puts tests/ on sys.path), like tests/naive.py.
+"""
+import importlib.util
+import json
+import os
+import os.path as osp
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ADE20K_CLASSES = 150
+# (H, W) of the synthetic images: small, odd and non-square on purpose
+IMAGE_SIZES = ((96, 128), (80, 112), (112, 96))
+
+
+def load_tool(relative: str):
+    """Import a script under tools/ (scripts, not a package) as a module."""
+    path = osp.join(ROOT, relative)
+    spec = importlib.util.spec_from_file_location(osp.splitext(osp.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module            # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_test_tool(config, checkpoint, tmp, name, *extra, launcher=None):
+    """``tools/test.py`` in a subprocess (``torchrun`` with 2 processes for
+    ``launcher='pytorch'``), dumping predictions and metrics.
+
+    Returns ``(metrics, predictions, log)``; fails the test on a non-zero exit.
+    """
+    out, metrics = tmp / f"{name}.pkl", tmp / f"{name}.json"
+    command = [osp.join(ROOT, "tools/test.py"), config, checkpoint, "--work-dir", str(tmp / name),
+               "--out", str(out), "--metrics-json", str(metrics), *extra]
+    if launcher:
+        command = ["-m", "torch.distributed.run", "--nproc_per_node", "2",
+                   "--master_port", "29533", *command, "--launcher", launcher]
+    threads = "1" if launcher else "2"
+    result = subprocess.run([sys.executable, *command], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "OMP_NUM_THREADS": threads})
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    with open(out, "rb") as f:
+        predictions = pickle.load(f)
+    return json.loads(metrics.read_text()), predictions, log
+
+
+# --------------------------------------------------------------------------- ADE20K
+def _photos():
+    from skimage import data
+    return [data.astronaut(), data.coffee(), data.chelsea()]
+
+
+def write_ade20k(root, sizes=IMAGE_SIZES):
+    """Real photos (scikit-image) with blocky label maps (0 = ignore, 1..5), in ADE20K's
+    layout: images/validation/*.jpg, annotations/validation/*.png."""
+    import cv2
+    rng = np.random.default_rng(0)
+    os.makedirs(osp.join(root, "images/validation"))
+    os.makedirs(osp.join(root, "annotations/validation"))
+    for i, ((h, w), photo) in enumerate(zip(sizes, _photos())):
+        image = cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(osp.join(root, f"images/validation/ADE_val_{i:08d}.jpg"), image[..., ::-1])
+        blocks = rng.integers(0, 6, size=(4, 4)).astype(np.uint8)
+        label = cv2.resize(blocks, (w, h), interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(osp.join(root, f"annotations/validation/ADE_val_{i:08d}.png"), label)
+    return root
+
+
+def relabel_from_predictions(predictions, data_root):
+    """Label maps = predicted class (+1: ADE20K's zero is "ignore"), with the top-left
+    quarter set to another class and a band set to ignore: a random-weight model then
+    scores a metric that is neither 0 nor 100."""
+    import cv2
+    for sample in predictions:
+        pred = sample["pred_sem_seg"]["data"].squeeze(0).numpy().astype(np.int64)
+        label = pred + 1
+        h, w = label.shape
+        label[: h // 2, : w // 2] = (label[: h // 2, : w // 2] + 7) % ADE20K_CLASSES + 1
+        label[-4:] = 0
+        cv2.imwrite(osp.join(data_root, "annotations/validation",
+                             osp.basename(sample["seg_map_path"])), label.astype(np.uint8))
+
+
+def independent_miou(predictions, data_root, num_classes=ADE20K_CLASSES):
+    """mIoU (percent) from dumped predictions and the label files, by hand: ADE20K's
+    reduce_zero_label (0 -> ignore, k -> k-1), per-class intersection/union accumulated
+    over the dataset, mean over the classes that occur in prediction or ground truth."""
+    import cv2
+    intersection = np.zeros(num_classes)
+    union = np.zeros(num_classes)
+    for sample in predictions:
+        name = osp.basename(sample["seg_map_path"])
+        label = cv2.imread(osp.join(data_root, "annotations/validation", name),
+                           cv2.IMREAD_UNCHANGED).astype(np.int64)
+        label = np.where(label == 0, 255, label - 1)
+        pred = sample["pred_sem_seg"]["data"].squeeze(0).numpy()
+        assert pred.shape == label.shape
+        valid = label != 255
+        for c in range(num_classes):
+            p, g = (pred == c) & valid, (label == c) & valid
+            intersection[c] += (p & g).sum()
+            union[c] += (p | g).sum()
+    present = union > 0
+    return 100 * float(np.mean(intersection[present] / union[present]))
+
+
+# --------------------------------------------------------------------------- COCO
+def write_coco_panoptic(root):
+    """val2017/*.jpg, annotations/panoptic_val2017.json + panoptic_val2017/*.png (segment
+    id = R + 256 G + 256^2 B, 0 unlabeled) and the matching instances_val2017.json."""
+    import cv2
+    from mmdet.datasets import CocoPanopticDataset
+
+    meta = CocoPanopticDataset.METAINFO
+    things = set(meta["thing_classes"])
+    categories = [dict(id=i + 1, name=name, supercategory="x", isthing=int(name in things))
+                  for i, name in enumerate(meta["classes"])]
+    category = {c["name"]: c["id"] for c in categories}
+    for folder in ("val2017", "annotations/panoptic_val2017"):
+        os.makedirs(osp.join(root, folder))
+    images, panoptic, instances = [], [], []
+    for image_id, ((h, w), photo) in enumerate(zip(IMAGE_SIZES, _photos()), start=1):
+        name = f"{image_id:012d}"
+        image = cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(osp.join(root, "val2017", name + ".jpg"), image[..., ::-1])
+        ids = np.zeros((h, w), np.int64)
+        # stuff: the top third; things: two boxes; the rest stays unlabeled
+        regions = [("sky-other-merged", (0, 0, w, h // 3)), ("person", (8, h // 3, 40, h - 4)),
+                   ("car", (w // 2, h // 2, w - 6, h - 10))]
+        segments = []
+        for segment_id, (cls, (x1, y1, x2, y2)) in enumerate(regions, start=image_id * 10):
+            ids[y1:y2, x1:x2] = segment_id
+            bbox = [x1, y1, x2 - x1, y2 - y1]
+            segments.append(dict(id=segment_id, category_id=category[cls], iscrowd=0,
+                                 bbox=bbox, area=int((ids == segment_id).sum())))
+            if cls in things:
+                instances.append(dict(
+                    id=segment_id, image_id=image_id, category_id=category[cls], iscrowd=0,
+                    bbox=bbox, area=bbox[2] * bbox[3],
+                    segmentation=[[x1, y1, x2, y1, x2, y2, x1, y2]]))
+        for s in segments:                   # areas after overlaps were painted over
+            s["area"] = int((ids == s["id"]).sum())
+        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
+        cv2.imwrite(osp.join(root, "annotations/panoptic_val2017", name + ".png"), rgb[..., ::-1])
+        images.append(dict(id=image_id, file_name=name + ".jpg", height=h, width=w))
+        panoptic.append(dict(image_id=image_id, file_name=name + ".png", segments_info=segments))
+    with open(osp.join(root, "annotations/panoptic_val2017.json"), "w") as f:
+        json.dump(dict(images=images, annotations=panoptic, categories=categories), f)
+    with open(osp.join(root, "annotations/instances_val2017.json"), "w") as f:
+        json.dump(dict(images=images, annotations=instances,
+                       categories=[c for c in categories if c["isthing"]]), f)
+    return root

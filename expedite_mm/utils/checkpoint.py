@@ -10,6 +10,7 @@ with a message naming the explicit opt-in (:func:`checkpoint_policy` ``trust=Tru
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import pickle
@@ -113,3 +114,25 @@ def load_checkpoint_file(filename: str, map_location: Any = "cpu", trust: bool =
     from mmengine.runner.checkpoint import CheckpointLoader
     with checkpoint_policy(trust, source=filename):
         return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+
+
+def converter_parser(description: str, source: str) -> argparse.ArgumentParser:
+    """The command line shared by our ``tools/model_converters``: ``SRC DST
+    [--trust-checkpoint]`` (``source`` names what SRC is, e.g. 'official checkpoint')."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("src", help=f"{source}: path or URL")
+    parser.add_argument("dst", help="path of the converted checkpoint")
+    parser.add_argument(
+        "--trust-checkpoint", action="store_true",
+        help="load src with weights_only=False (only for files you trust); by default "
+             "only tensors and an allow-list of safe types are unpickled")
+    return parser
+
+
+def save_converted(state_dict: dict, dst: str, meta: dict) -> None:
+    """Save converted weights in mmengine's checkpoint layout (``meta`` + ``state_dict``)."""
+    directory = os.path.dirname(dst)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    torch.save({"meta": meta, "state_dict": state_dict}, dst)
+    print(f"converted {len(state_dict)} tensors -> {dst}")

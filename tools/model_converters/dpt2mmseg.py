@@ -46,14 +46,12 @@ dropped keys are listed on stdout.
 """
 from __future__ import annotations
 
-import argparse
 import os.path as osp
 import re
 import sys
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Tuple
 
-import torch
 from torch import Tensor
 
 _BLOCK_RENAMES = {
@@ -153,34 +151,19 @@ def extract_state_dict(checkpoint: Mapping) -> Dict[str, Tensor]:
     return dict(state_dict)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Convert an official DPT hybrid checkpoint (isl-org/DPT) to "
-                    "MMSegmentation key names (HybridViT + DPTDepthHead).")
-    parser.add_argument("src", help="official checkpoint: path or URL")
-    parser.add_argument("dst", help="path of the converted checkpoint")
-    parser.add_argument(
-        "--trust-checkpoint", action="store_true",
-        help="load src with weights_only=False (only for files you trust); by default "
-             "only tensors and an allow-list of safe types are unpickled")
-    return parser.parse_args(argv)
-
-
 def main(argv=None) -> None:
     # Run as a script from anywhere: make the repository's expedite_mm importable.
     sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), "..", "..")))
-    import mmengine
+    from expedite_mm.utils.checkpoint import (converter_parser, load_checkpoint_file,
+                                              save_converted)
 
-    from expedite_mm.utils.checkpoint import load_checkpoint_file
-
-    args = parse_args(argv)
+    args = converter_parser("Convert an official DPT hybrid checkpoint (isl-org/DPT) to "
+                            "MMSegmentation key names (HybridViT + DPTDepthHead).",
+                            "official checkpoint").parse_args(argv)
     checkpoint = load_checkpoint_file(args.src, map_location="cpu", trust=args.trust_checkpoint)
     state_dict, dropped = convert_dpt_hybrid(extract_state_dict(checkpoint))
-    if osp.dirname(args.dst):
-        mmengine.mkdir_or_exist(osp.dirname(args.dst))
     meta = {"converted_from": str(args.src), "converter": "dpt2mmseg", "dropped": dropped}
-    torch.save({"meta": meta, "state_dict": state_dict}, args.dst)
-    print(f"converted {len(state_dict)} tensors -> {args.dst}")
+    save_converted(state_dict, args.dst, meta)
     if dropped:
         print(f"dropped {len(dropped)} tensors DPT's forward does not use: "
               f"{', '.join(sorted({re.sub(r'[.]weight|[.]bias', '', k) for k in dropped}))}")

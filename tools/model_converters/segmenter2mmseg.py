@@ -19,14 +19,12 @@ position-embedding resizing; the base configs set both (mmseg's own Segmenter co
 """
 from __future__ import annotations
 
-import argparse
 import os.path as osp
 import re
 import sys
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional
 
-import torch
 from torch import Tensor
 
 # A transformer block: the same layout in the encoder (timm-style) and in the decoder.
@@ -139,36 +137,20 @@ def extract_state_dict(checkpoint: Mapping) -> Dict[str, Tensor]:
     return dict(state_dict)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Convert an original Segmenter checkpoint (rstrudel/segmenter) to "
-                    "MMSegmentation key names.")
-    parser.add_argument("src", help="original checkpoint: path or URL")
-    parser.add_argument("dst", help="path of the converted checkpoint")
-    parser.add_argument(
-        "--trust-checkpoint", action="store_true",
-        help="load src with weights_only=False (only for files you trust); by default "
-             "only tensors and an allow-list of safe types are unpickled")
-    return parser.parse_args(argv)
-
-
 def main(argv=None) -> None:
     # Run as a script from anywhere: make the repository's expedite_mm importable.
     sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), "..", "..")))
-    import mmengine
+    from expedite_mm.utils.checkpoint import (converter_parser, load_checkpoint_file,
+                                              save_converted)
 
-    from expedite_mm.utils.checkpoint import load_checkpoint_file
-
-    args = parse_args(argv)
+    args = converter_parser("Convert an original Segmenter checkpoint (rstrudel/segmenter) "
+                            "to MMSegmentation key names.", "original checkpoint").parse_args(argv)
     checkpoint = load_checkpoint_file(args.src, map_location="cpu", trust=args.trust_checkpoint)
     state_dict = convert_segmenter(extract_state_dict(checkpoint))
     meta = {"converted_from": str(args.src), "converter": "segmenter2mmseg"}
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("n_cls"), int):
         meta["num_classes"] = checkpoint["n_cls"]
-    if osp.dirname(args.dst):
-        mmengine.mkdir_or_exist(osp.dirname(args.dst))
-    torch.save({"meta": meta, "state_dict": state_dict}, args.dst)
-    print(f"converted {len(state_dict)} tensors -> {args.dst}")
+    save_converted(state_dict, args.dst, meta)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Registered backbone wrappers, for each OpenMMLab package that is installed.
 
 ``import expedite_mm`` (or ``custom_imports=dict(imports=['expedite_mm'])``) registers
-``ExpeditedViT`` into mmseg's ``MODELS`` when mmseg is installed (and so on); a package
-that is not installed is skipped. A package that is installed but fails to import
-raises, so a broken environment is not silently ignored.
+``ExpeditedViT`` and ``ExpeditedSwin`` into mmseg's ``MODELS`` when mmseg is installed,
+``ExpeditedSwin`` into mmdet's, and ``ExpeditedSwinV2`` into both when mmpretrain is
+there too; a package that is not installed is skipped. A package that is installed but
+fails to import raises, so a broken environment is not silently ignored.
 """
 import importlib.util
 
@@ -12,27 +13,18 @@ from .expedite import ExpediteMixin
 REGISTERED = {}
 
 if importlib.util.find_spec("mmseg") is not None:
-    from .vit import ExpeditedViT
-    REGISTERED["mmseg"] = ["ExpeditedViT"]
-
-if importlib.util.find_spec("mmseg") is not None:
-    # DPT depth (issue 7): hybrid backbone, depth head, KITTI dataset/KBCrop, depth metric
-    from . import dpt_head, hybrid_vit  # noqa: F401
-    from .. import datasets, evaluation  # noqa: F401
-    REGISTERED["mmseg"] += ["HybridViT", "ExpeditedHybridViT", "DPTDepthHead",
-                            "KITTIDepthDataset", "KBCrop", "MonoDepthMetric"]
-
-if importlib.util.find_spec("mmseg") is not None:
-    from . import swin_mmseg  # noqa: F401  (ExpeditedSwin in mmseg's MODELS)
-    REGISTERED.setdefault("mmseg", []).append("ExpeditedSwin")
+    from . import dpt_head, hybrid_vit, swin_mmseg, vit  # noqa: F401
+    from .. import datasets, evaluation  # noqa: F401  (DPT depth: KITTI, DPT's protocol)
+    REGISTERED["mmseg"] = ["ExpeditedViT", "ExpeditedSwin", "HybridViT", "ExpeditedHybridViT",
+                           "DPTDepthHead", "KITTIDepthDataset", "KBCrop", "MonoDepthMetric"]
 
 if importlib.util.find_spec("mmdet") is not None:
     from . import swin_mmdet  # noqa: F401  (ExpeditedSwin in mmdet's MODELS)
     REGISTERED.setdefault("mmdet", []).append("ExpeditedSwin")
 
 if importlib.util.find_spec("mmpretrain") is not None:
-    # ExpeditedSwinV2 (issue 5): one class on mmpretrain's SwinTransformerV2, registered
-    # (with the stock class) for the detection/segmentation packages that are installed
+    # ExpeditedSwinV2: one class on mmpretrain's SwinTransformerV2, registered (with the
+    # stock class) for the detection/segmentation packages that are installed
     from .swinv2 import register_in as _register_swinv2
     for _package in ("mmdet", "mmseg"):
         if importlib.util.find_spec(_package) is not None:

@@ -6,10 +6,16 @@ installed OpenMMLab packages (see :mod:`expedite_mm.models`) and lets torch's sa
 (``weights_only``) loading accept the types official checkpoints hold
 (:mod:`expedite_mm.utils.checkpoint`).
 """
-from . import ops
-from .models import REGISTERED
-from .ops import TokenClustering, TokenReconstruction
-from .utils.checkpoint import allow_official_checkpoint_types
+import warnings
+
+# mmengine 0.10 resolves `mmseg::`/`mmdet::` config bases through pkg_resources, which
+# setuptools (>= 77, needed by torch >= 2.6) deprecates loudly on every lookup; harmless.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+from . import ops  # noqa: E402
+from .models import REGISTERED  # noqa: E402
+from .ops import TokenClustering, TokenReconstruction  # noqa: E402
+from .utils.checkpoint import allow_official_checkpoint_types  # noqa: E402
 
 # Official checkpoints hold numpy arrays / mmengine HistoryBuffers besides tensors: allow
 # exactly those for torch's weights_only loading (mmengine calls torch.load bare).

@@ -22,7 +22,9 @@ from expedite_mm.models.expedite import ExpediteMixin
 from expedite_mm.utils.config import build_model, is_expedited
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIGS = sorted(glob.glob(osp.join(ROOT, "configs", "**", "*.py"), recursive=True))
+# configs/_base_/ holds fragments (model definitions) that only make sense inherited
+CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, "configs", "**", "*.py"), recursive=True)
+                 if "_base_" not in osp.relpath(p, ROOT).split(osp.sep))
 ALLOWED_TOP_LEVEL = {"custom_imports", "load_from"}
 # a test-time config may drop the ImageNet-pretrained pointers of the training recipe
 ALLOWED_MODEL_KEYS = {"pretrained"}

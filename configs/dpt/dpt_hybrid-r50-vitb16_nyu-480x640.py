@@ -4,46 +4,14 @@
 # resizing, Eigen crop (rows 45:471, columns 41:601), depth capped to (1e-3, 10) m,
 # predictions clipped to that range -- DPT's EVALUATION.md protocol (BTS eval_with_pngs).
 # Weights: convert the release with tools/model_converters/dpt2mmseg.py (checkpoints.md).
-_base_ = ['mmseg::_base_/default_runtime.py']
+_base_ = ['../_base_/models/dpt_hybrid-r50-vitb16.py', 'mmseg::_base_/default_runtime.py']
 custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
 
 crop_size = (480, 640)   # 30 x 40 tokens
-data_preprocessor = dict(
-    type='SegDataPreProcessor',
-    mean=[127.5, 127.5, 127.5],   # DPT normalises RGB in [0, 1] with mean = std = 0.5
-    std=[127.5, 127.5, 127.5],
-    bgr_to_rgb=True,
-    pad_val=0,
-    size=crop_size)
+data_preprocessor = dict(size=crop_size)
 model = dict(
-    type='DepthEstimator',
     data_preprocessor=data_preprocessor,
-    backbone=dict(
-        type='HybridViT',
-        img_size=384,                 # pre-training size: a 24 x 24 position grid
-        embed_dims=768,
-        num_layers=12,
-        num_heads=12,
-        mlp_ratio=4,
-        out_indices=(8, 11),          # DPT's taps: ViT layers 9 and 12 (+ ResNet stages 1, 2)
-        final_norm=False,             # the taps are block outputs, before the final norm
-        with_cls_token=True,
-        output_cls_token=True,        # for the readout projection
-        norm_cfg=dict(type='LN', eps=1e-6),
-        interpolate_mode='bilinear'),
-    decode_head=dict(
-        type='DPTDepthHead',
-        in_channels=(256, 512, 768, 768),
-        channels=256,
-        post_process_channels=(256, 512, 768, 768),
-        reassemble_factors=(None, None, 1, 0.5),
-        readout_type='project',
-        head_channels=32,
-        non_negative=True,
-        invert=True,                  # the model predicts inverse depth: 1 / (s * out + t)
-        depth_scale=0.000305,
-        depth_shift=0.1378),
-    test_cfg=dict(mode='whole'))
+    decode_head=dict(depth_scale=0.000305, depth_shift=0.1378))
 
 dataset_type = 'NYUDataset'
 data_root = 'data/nyu'

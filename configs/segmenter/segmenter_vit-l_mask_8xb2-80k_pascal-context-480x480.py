@@ -7,7 +7,7 @@
 # release's checkpoint with tools/model_converters/segmenter2mmseg.py (see checkpoints.md).
 # Published (Expedit release, original weights): 338.7 GFLOPs, 14.7 FPS (V100), 58.07 mIoU.
 _base_ = [
-    'mmseg::_base_/models/segmenter_vit-b16_mask.py',
+    '../_base_/models/segmenter_vit-l16_mask_original.py',
     'mmseg::_base_/datasets/pascal_context.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_80k.py',
@@ -17,28 +17,10 @@ crop_size = (480, 480)
 # pascal_context base (520, 520) would bound the longer side instead.
 img_scale = (4160, 520)
 data_preprocessor = dict(size=crop_size)
-# ImageNet-21k ViT-L/16 (only used to initialise training; testing uses load_from).
-checkpoint = 'https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/vit_large_p16_384_20220308-d4efb41d.pth'  # noqa
 model = dict(
     data_preprocessor=data_preprocessor,
-    pretrained=checkpoint,
-    backbone=dict(
-        img_size=crop_size,
-        embed_dims=1024,
-        num_layers=24,
-        num_heads=16,
-        # The original ViT has a patch-embedding bias, torch's default LayerNorm eps and
-        # bilinear position-embedding resizing (mmseg's own Segmenter port: no bias, 1e-6,
-        # bicubic); the converted weights need exactly these.
-        patch_bias=True,
-        norm_cfg=dict(type='LN', eps=1e-5, requires_grad=True),
-        interpolate_mode='bilinear'),
-    decode_head=dict(
-        in_channels=1024,
-        channels=1024,
-        num_heads=16,
-        embed_dims=1024,
-        num_classes=60),
+    backbone=dict(img_size=crop_size),
+    decode_head=dict(num_classes=60),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(320, 320)))
 
 train_pipeline = [

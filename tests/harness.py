@@ -10,8 +10,10 @@ import os.path as osp
 import pickle
 import subprocess
 import sys
+import warnings
 
 import numpy as np
+import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ADE20K_CLASSES = 150
@@ -49,6 +51,23 @@ def run_test_tool(config, checkpoint, tmp, name, *extra, launcher=None):
     with open(out, "rb") as f:
         predictions = pickle.load(f)
     return json.loads(metrics.read_text()), predictions, log
+
+
+def assert_stock_fallback_once(stock, ours, x):
+    """An input too small to cluster: two calls of the expedited backbone warn exactly
+    once and return exactly the stock backbone's outputs."""
+    from expedite_mm.utils.config import flatten_outputs
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            out = ours(x)
+            ours(x)
+    assert len([w for w in caught if "smaller than the cluster grid" in str(w.message)]) == 1
+    with torch.no_grad():
+        expected = flatten_outputs(stock(x))
+    out = flatten_outputs(out)
+    assert len(out) == len(expected) > 0
+    assert all(torch.equal(a, b) for a, b in zip(out, expected))
 
 
 # --------------------------------------------------------------------------- ADE20K

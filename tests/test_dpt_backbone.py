@@ -1,5 +1,4 @@
 """HybridViT / ExpeditedHybridViT (DPT's R50+ViT backbone) and DPTDepthHead."""
-import warnings
 
 import pytest
 import torch
@@ -11,6 +10,8 @@ from mmseg.registry import MODELS
 import expedite_mm  # noqa: F401  (registers the DPT modules)
 from expedite_mm.models.bit_resnet import BiTResNet
 from expedite_mm.ops import TokenClustering, TokenReconstruction
+from expedite_mm.utils.config import flatten_outputs
+from harness import assert_stock_fallback_once
 
 # ResNet (1, 2, 1) blocks of 16/32/64 channels, a 32-wide 4-layer ViT tapped at layers 3, 4.
 RESNET = dict(resnet_depths=(1, 2, 1), resnet_channels=(16, 32, 64), resnet_stem_channels=8,
@@ -33,10 +34,6 @@ def build_pair(**expedite):
     return stock, ours
 
 
-def flat(outputs):
-    return [t for o in outputs for t in (o if isinstance(o, (list, tuple)) else [o])]
-
-
 def test_stock_is_the_resnet_then_mmseg_vit_on_its_features():
     """HybridViT == BiTResNet followed by mmseg's own VisionTransformer (1x1 patches)."""
     stock = build("HybridViT")
@@ -52,7 +49,7 @@ def test_stock_is_the_resnet_then_mmseg_vit_on_its_features():
     with torch.no_grad():
         stages = resnet(x)
         expected = [stages[0], stages[1], *vit(stages[-1])]
-        assert all(torch.equal(a, b) for a, b in zip(flat(stock(x)), flat(expected), strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(flatten_outputs(stock(x)), flatten_outputs(expected), strict=True))
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 352, 1216), (2, 3, 480, 640), (2, 3, 75, 101)])
@@ -61,7 +58,7 @@ def test_disabled_is_bit_identical(shape):
     assert not ours.expedited
     x = torch.randn(*shape)
     with torch.no_grad():
-        for a, b in zip(flat(stock(x)), flat(ours(x)), strict=True):
+        for a, b in zip(flatten_outputs(stock(x)), flatten_outputs(ours(x)), strict=True):
             assert torch.equal(a, b)
 
 
@@ -111,7 +108,7 @@ def test_matches_spec_reference_on_kitti_size(cluster_after, reconstruct_after, 
         outs = ours(x)
     shapes = [(1, 16, 88, 304), (1, 32, 44, 152), (1, 32, 22, 76), (1, 32, 22, 76)]
     assert [tuple(o.shape) if torch.is_tensor(o) else tuple(o[0].shape) for o in outs] == shapes
-    for a, b in zip(flat(outs), flat(ref), strict=True):
+    for a, b in zip(flatten_outputs(outs), flatten_outputs(ref), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         stock_outs = stock(x)
@@ -135,13 +132,7 @@ def test_expedited_shapes(shape, tokens):
 def test_small_input_falls_back_with_one_warning():
     stock, ours = build_pair(cluster_after=1, cluster_grid=(16, 16))
     x = torch.randn(1, 3, 128, 128)                         # 8 x 8 tokens < 16 x 16
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with torch.no_grad():
-            out, _ = ours(x), ours(x)
-    assert len([w for w in caught if "smaller than the cluster grid" in str(w.message)]) == 1
-    with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(flat(out), flat(stock(x))))
+    assert_stock_fallback_once(stock, ours, x)
 
 
 @pytest.mark.parametrize("kwargs,name", [

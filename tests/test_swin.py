@@ -1,6 +1,5 @@
 """ExpeditedSwin against mmdet's and mmseg's SwinTransformer (SPEC section 2, Swin)."""
 import importlib
-import warnings
 
 import naive_window
 import pytest
@@ -8,6 +7,7 @@ import torch
 
 import expedite_mm  # noqa: F401  (registers ExpeditedSwin in both registries)
 from expedite_mm.ops import TokenClustering, TokenReconstruction
+from harness import assert_stock_fallback_once
 
 PACKAGES = ["mmdet", "mmseg"]
 # A tiny Swin: window 6 (k=4 when clustered), 6 blocks in the expedited third stage.
@@ -256,14 +256,7 @@ def test_checkpointed_blocks_give_the_same_gradients():
 def test_small_input_falls_back_with_one_warning(package):
     stock, ours = build_pair(package, cluster_after=2, clustered_window_size=4)
     x = torch.randn(1, 3, 48, 64)                                # stage-3 map 3x4 < 4x4
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with torch.no_grad():
-            out = ours(x)
-            ours(x)
-    assert len([w for w in caught if "smaller than the cluster grid" in str(w.message)]) == 1
-    with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(out, stock(x)))
+    assert_stock_fallback_once(stock, ours, x)
 
 
 @pytest.mark.parametrize("kwargs,name", [

@@ -13,6 +13,7 @@ import torch
 
 import expedite_mm  # noqa: F401  (registers ExpeditedSwinV2; imports mmpretrain's backbones)
 from expedite_mm.ops import TokenClustering, TokenReconstruction
+from harness import assert_stock_fallback_once
 # after expedite_mm: without torchvision, mmpretrain.models only imports up to its backbones
 from mmpretrain.models.backbones.swin_transformer_v2 import SwinBlockV2, SwinTransformerV2  # noqa: E402,I001
 from mmpretrain.models.utils.attention import WindowMSAV2  # noqa: E402
@@ -329,14 +330,7 @@ def test_checkpointed_blocks_give_the_same_gradients():
 def test_small_input_falls_back_with_one_warning():
     stock, ours = build_pair(cluster_after=2, clustered_window_size=6)
     x = torch.randn(1, 3, 64, 80)                                # stage-3 map 4x5 < 6x6
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with torch.no_grad():
-            out = ours(x)
-            ours(x)
-    assert len([w for w in caught if "smaller than the cluster grid" in str(w.message)]) == 1
-    with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(out, stock(x)))
+    assert_stock_fallback_once(stock, ours, x)
 
 
 @pytest.mark.parametrize("kwargs,name", [

@@ -1,5 +1,4 @@
 """ExpeditedViT against mmseg's VisionTransformer (SPEC section 2, ViT)."""
-import warnings
 
 import pytest
 import torch
@@ -8,6 +7,7 @@ from mmseg.registry import MODELS
 
 import expedite_mm  # noqa: F401  (registers ExpeditedViT)
 from expedite_mm.ops import TokenClustering, TokenReconstruction
+from harness import assert_stock_fallback_once
 
 SMALL = dict(img_size=(224, 224), patch_size=16, embed_dims=32, num_layers=6, num_heads=2,
              mlp_ratio=2, final_norm=True, norm_cfg=dict(type="LN", eps=1e-6))
@@ -124,15 +124,7 @@ def test_ratio_grid_any_input_size():
 def test_small_input_falls_back_with_one_warning():
     stock, ours = build_pair(out_indices=(5,), cluster_after=2, cluster_grid=(28, 28))
     x = torch.randn(1, 3, 224, 224)                              # 14 x 14 tokens < 28 x 28
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with torch.no_grad():
-            out = ours(x)
-            ours(x)
-    fallback = [w for w in caught if "smaller than the cluster grid" in str(w.message)]
-    assert len(fallback) == 1
-    with torch.no_grad():
-        assert torch.equal(out[0], stock(x)[0])
+    assert_stock_fallback_once(stock, ours, x)
 
 
 @pytest.mark.parametrize("kwargs,name", [

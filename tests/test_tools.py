@@ -130,3 +130,16 @@ def test_demo_picture_groups_patch_tokens_locally(tmp_path):
     assert ((labels // 28 - home_r).abs() <= 2).all() and ((labels % 28 - home_c).abs() <= 2).all()
     assert drawn["clusters_used"] > 0.6 * 784
     assert drawn["psnr"] > 20
+
+
+def test_get_flops_backbone_only_counts_the_same_backbone(tiny_setup):
+    _, _, config, _ = tiny_setup
+    tool = load_tool("tools/analysis/get_flops.py")
+    full = tool.main([config, "--shape", "480", "480"])
+    backbone = tool.main([config, "--shape", "480", "480", "--backbone-only"])
+    assert full["stock"]["whole_gflops"] > full["stock"]["backbone_gflops"]
+    assert backbone["stock"]["whole_gflops"] is None and backbone["ratio_whole"] is None
+    assert "backbone only" in backbone["note"]
+    for variant in ("stock", "expedited"):
+        assert backbone[variant]["backbone_gflops"] == pytest.approx(full[variant]["backbone_gflops"])
+    assert backbone["ratio_backbone"] == pytest.approx(full["ratio_backbone"])

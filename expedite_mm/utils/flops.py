@@ -101,22 +101,29 @@ class ModelFlops:
     note: str = ""
 
 
-def model_flops(model: torch.nn.Module, shape: Tuple[int, int]) -> ModelFlops:
+def model_flops(model: torch.nn.Module, shape: Tuple[int, int],
+                backbone_only: bool = False) -> ModelFlops:
     """Count ``model`` (an mmseg/mmdet model) on a random ``(1, 3, H, W)`` input.
 
     The whole network is traced through ``model._forward`` (as mmseg/mmdet's own FLOP
-    tools do: no post-processing, no sliding window); where a head cannot be traced, only
-    the backbone is counted and ``note`` says why.
+    tools do: no post-processing, no sliding window); with ``backbone_only`` (large
+    detectors at large inputs) or where a head cannot be traced, only the backbone is
+    counted, and ``note`` says why.
     """
     from .config import synthetic_batch
     inputs, samples = synthetic_batch(model, shape)
-    try:
-        report = count_flops(_TensorForward(model, samples), (inputs,))
-        prefix, whole, note = "model.backbone", report.total, ""
-    except Exception as error:  # noqa: BLE001 - any tracing failure of a head
+    note = "backbone only (--backbone-only)" if backbone_only else ""
+    report = None
+    if not backbone_only:
+        try:
+            report = count_flops(_TensorForward(model, samples), (inputs,))
+        except Exception as error:  # noqa: BLE001 - any tracing failure of a head
+            note = f"whole model not traceable ({type(error).__name__}: {str(error)[:120]})"
+    if report is not None:
+        prefix, whole = "model.backbone", report.total
+    else:
         report = count_flops(model.backbone, (inputs,))
         prefix, whole = "", None
-        note = f"whole model not traceable ({type(error).__name__}: {str(error)[:120]})"
     backbone = report.module(prefix) if prefix else report.total
     expedite = sum(flops for name, flops in report.by_module.items()
                    if name.startswith(prefix) and _is_expedite_layer(name))
@@ -130,7 +137,8 @@ def _is_expedite_layer(name: str) -> bool:
     return layers[-1] and sum(layers) == 1
 
 
-def config_flops(cfg: Any, shape: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
+def config_flops(cfg: Any, shape: Optional[Tuple[int, int]] = None,
+                 backbone_only: bool = False) -> Dict[str, Any]:
     """fvcore GFLOPs of a config, expedited and with expediting disabled, side by side.
 
     Returns ``{'shape', 'expedited': ModelFlops, 'stock': ModelFlops,
@@ -142,7 +150,7 @@ def config_flops(cfg: Any, shape: Optional[Tuple[int, int]] = None) -> Dict[str,
     result: Dict[str, Any] = {"shape": shape}
     for name, variant in (("stock", disable_expedite(cfg)), ("expedited", cfg)):
         model = build_model(variant)
-        result[name] = model_flops(model, shape)
+        result[name] = model_flops(model, shape, backbone_only)
         del model
     stock, ours = result["stock"], result["expedited"]
     result["ratio_backbone"] = ours.backbone / stock.backbone

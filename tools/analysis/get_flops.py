@@ -1,6 +1,7 @@
 """fvcore GFLOPs of a config: expedited vs the same config with expediting disabled.
 
-    python tools/analysis/get_flops.py CONFIG [--shape H W] [--cfg-options k=v ...] [--json FILE]
+    python tools/analysis/get_flops.py CONFIG [--shape H W] [--backbone-only]
+        [--cfg-options k=v ...] [--json FILE]
 
 Counts the whole network (``model._forward``: backbone + neck + head, no post-processing,
 one ``H x W`` input, as mmseg/mmdet's own FLOP tools do) and the backbone, for both
@@ -25,6 +26,8 @@ def parse_args(argv=None):
                              "test crop / resize")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                         help="override config settings, key=value")
+    parser.add_argument("--backbone-only", action="store_true",
+                        help="count only the backbone (large detectors at large inputs)")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     if args.shape is not None and len(args.shape) not in (1, 2):
@@ -43,7 +46,7 @@ def main(argv=None) -> dict:
         print(f"note: {args.config} has expediting disabled; both columns are the stock model",
               file=sys.stderr)
     shape = None if args.shape is None else (args.shape * 2)[:2]
-    result = config_flops(cfg, shape)
+    result = config_flops(cfg, shape, backbone_only=args.backbone_only)
     summary = _summary(args.config, result)
     _print_table(summary)
     if args.json:

@@ -1,25 +1,35 @@
 """expedite-mm: expedite trained vision transformers for dense prediction without
 fine-tuning (token clustering + token reconstruction), as an OpenMMLab plugin.
 
-``import expedite_mm`` registers the expedited backbones into the registries of the
-installed OpenMMLab packages (see :mod:`expedite_mm.models`) and lets torch's safe
-(``weights_only``) loading accept the types official checkpoints hold
-(:mod:`expedite_mm.utils.checkpoint`).
+The operators (:mod:`expedite_mm.ops`) are pure torch: importing them, or this package,
+imports no OpenMMLab package and changes no process-wide state.
+
+The backbones are registered into the registries of the installed OpenMMLab packages by
+:func:`register_all_modules` (what ``import expedite_mm.models`` does). A config's
+``custom_imports=dict(imports=['expedite_mm'])`` registers them too: when this package is
+imported while mmengine is already loaded -- as it is whenever a config is being read --
+it registers at once.
 """
-import warnings
+import sys
 
-# mmengine 0.10 resolves `mmseg::`/`mmdet::` config bases through pkg_resources, which
-# setuptools (>= 77, needed by torch >= 2.6) deprecates loudly on every lookup; harmless.
-warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-
-from . import ops  # noqa: E402
-from .models import REGISTERED  # noqa: E402
-from .ops import TokenClustering, TokenReconstruction  # noqa: E402
-from .utils.checkpoint import allow_official_checkpoint_types  # noqa: E402
-
-# Official checkpoints hold numpy arrays / mmengine HistoryBuffers besides tensors: allow
-# exactly those for torch's weights_only loading (mmengine calls torch.load bare).
-allow_official_checkpoint_types()
+from .ops import TokenClustering, TokenReconstruction
 
 __version__ = "0.1.0"
-__all__ = ["ops", "TokenClustering", "TokenReconstruction", "REGISTERED", "__version__"]
+
+
+def register_all_modules() -> dict:
+    """Register the expedited backbones (and the few modules DPT needs) into the ``MODELS``
+    etc. registries of every installed OpenMMLab package (mmseg, mmdet, mmpretrain);
+    packages that are not installed are skipped. Idempotent.
+
+    Returns:
+        ``{package: [registered names]}``.
+    """
+    from .models import REGISTERED
+    return REGISTERED
+
+
+if "mmengine" in sys.modules:   # an OpenMMLab program or config is running: register now
+    register_all_modules()
+
+__all__ = ["TokenClustering", "TokenReconstruction", "register_all_modules", "__version__"]

@@ -86,7 +86,8 @@ def test_config_builds_and_changes_only_the_backbone(path):
             assert getattr(backbone.reconstruction, attribute) == settings[name], name
 
     stock_class = _stock_class(type(backbone))
-    expedite_keys = _init_params(type(backbone)) - _init_params(stock_class)
+    expedite_keys = set(type(backbone).expedite_args_class.names())
+    assert not expedite_keys & _init_params(stock_class), "an expedite argument shadows a stock one"
     assert expedite_keys, type(backbone)
     base = _base_of(path)
     ours, theirs = _flatten(cfg.to_dict()), _flatten(base.to_dict())

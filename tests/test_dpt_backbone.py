@@ -7,7 +7,7 @@ from mmengine.registry import init_default_scope
 from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 
-import expedite_mm  # noqa: F401  (registers the DPT modules)
+import expedite_mm.models  # noqa: F401  (registers the DPT modules)
 from expedite_mm.models.bit_resnet import BiTResNet
 from expedite_mm.ops import TokenClustering, TokenReconstruction
 from expedite_mm.utils.config import flatten_outputs

@@ -13,7 +13,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 from mmseg.registry import MODELS
 
-import expedite_mm  # noqa: F401
+import expedite_mm.models  # noqa: F401
 from harness import load_tool
 from naive_dpt import ReleaseDPTHybrid, randomize_
 

@@ -16,7 +16,7 @@ import torch
 from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS, METRICS, TRANSFORMS
 
-import expedite_mm  # noqa: F401
+import expedite_mm.models  # noqa: F401
 from harness import run_test_tool
 from naive_dpt import ReleaseDPTHybrid, randomize_
 from test_dpt_converter import converter

@@ -15,7 +15,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-import expedite_mm  # noqa: F401
+import expedite_mm.models  # noqa: F401
 from expedite_mm.models.hybrid_vit import HybridViT
 from expedite_mm.utils.config import build_model
 from expedite_mm.utils.flops import count_flops

@@ -7,7 +7,7 @@ import torch
 from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 
-import expedite_mm  # noqa: F401  (registers ExpeditedViT)
+import expedite_mm.models  # noqa: F401  (registers ExpeditedViT)
 from expedite_mm.ops import GRID_REDUCERS, TokenClustering, TokenReconstruction, build_reduction
 from expedite_mm.ops.reducers import (AdaptiveAvgPoolReduction, AttentiveTokenKeeping,
                                       BilinearReconstruction, BipartiteMerging,

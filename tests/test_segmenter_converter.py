@@ -17,7 +17,7 @@ from mmengine.runner import load_checkpoint
 from mmseg.registry import MODELS
 from torch import nn
 
-import expedite_mm  # noqa: F401  (registers ExpeditedViT)
+import expedite_mm.models  # noqa: F401  (registers ExpeditedViT)
 from harness import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
-import expedite_mm  # noqa: F401  (registers ExpeditedViT)
+import expedite_mm.models  # noqa: F401  (registers ExpeditedViT)
 from expedite_mm.utils.flops import count_flops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

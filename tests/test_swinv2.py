@@ -11,7 +11,7 @@ import naive_window
 import pytest
 import torch
 
-import expedite_mm  # noqa: F401  (registers ExpeditedSwinV2; imports mmpretrain's backbones)
+import expedite_mm.models  # noqa: F401  (registers ExpeditedSwinV2; imports mmpretrain's backbones)
 from expedite_mm.ops import TokenClustering, TokenReconstruction
 from harness import assert_stock_fallback_once
 # after expedite_mm: without torchvision, mmpretrain.models only imports up to its backbones
@@ -141,6 +141,13 @@ def test_registered_as_subclass_of_mmpretrain_swinv2(package):
     assert registry(package).get("SwinTransformerV2") is SwinTransformerV2
 
 
+def run_clustered(ours, block, x, hw):
+    """One block of the expedited stage as the clustered span runs it (window k, shift k//2)."""
+    k = ours.clustered_window_size
+    shift = k // 2 if block.attn.shift_size > 0 else 0
+    return ours.stages[ours.expedited_stage].clustered_block(block, x, hw, k, shift, shift)
+
+
 def test_disabled_is_bit_identical():
     stock, ours = build_pair()
     assert not ours.expedited
@@ -184,7 +191,7 @@ def test_clustered_block_is_the_stock_window_k_block(index):
     x = torch.randn(2, 12 * 18, 64)
     with torch.no_grad():
         expected = window_k_block(block, 6, pretrained=6)(x, (12, 18))
-        got = ours._run_block_clustered(index, block, x, (12, 18))
+        got = run_clustered(ours, block, x, (12, 18))
         # the stock window-k block's bias is the formula's bias (checked independently)
         small = window_k_block(block, 6, pretrained=6)
         w = small.attn.w_msa
@@ -202,7 +209,7 @@ def test_window_k_equal_K_runs_the_stock_block():
     x = torch.randn(2, 16 * 24, 64)
     with torch.no_grad():
         for index, block in enumerate(ours.stages[2].blocks):
-            assert torch.equal(ours._run_block_clustered(index, block, x, (16, 24)),
+            assert torch.equal(run_clustered(ours, block, x, (16, 24)),
                                block(x, (16, 24)))
 
 
@@ -249,35 +256,39 @@ def test_without_pretrained_window_normalises_by_the_model_window():
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
 
-def test_shapes_equal_stock_with_the_paper_window():
-    """All four outputs, batch 2, odd sizes, window 32 -> 23 in stage 3 (tiny widths)."""
+@pytest.mark.parametrize("shape,cluster_padding", [
+    ((2, 3, 400, 584), False),   # stage-3 map 25x37: padded it would be 23x46 centres (more)
+    ((1, 3, 800, 1040), True),   # 50x65: 2x3 windows padded to 64x96 -> 46x69 centres
+])
+def test_shapes_equal_stock_with_the_paper_window(shape, cluster_padding):
+    """All four outputs, odd sizes, window 32 -> 23 in stage 3 (tiny widths)."""
     tiny = dict(arch=dict(embed_dims=8, depths=[1, 1, 3, 1], num_heads=[1, 1, 1, 1],
                           extra_norm_every_n_blocks=0),
                 window_size=[32, 32, 32, 16], pretrained_window_sizes=[12, 12, 12, 6],
                 out_indices=(0, 1, 2, 3), pad_small_map=True, drop_path_rate=0.0)
     stock = SwinTransformerV2(**tiny)
     ours = registry("mmdet").build(dict(type="ExpeditedSwinV2", **tiny, cluster_after=1,
-                                        clustered_window_size=23, cluster_window=7))
+                                        clustered_window_size=23, cluster_window=7,
+                                        cluster_padding=cluster_padding))
     ours.load_state_dict(stock.state_dict(), strict=False)
     stock.eval()
     ours.eval()
-    for shape in [(2, 3, 400, 584)]:      # stage-3 map 25x37: two windows, padded
-        x = torch.randn(*shape)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")                        # no fallback here
-            with torch.no_grad():
-                expected = stock(x)
-                got = ours(x)
-        assert [o.shape for o in got] == [o.shape for o in expected], shape
-        assert got[2].shape[2:] == (-(-shape[2] // 16), -(-shape[3] // 16))
-        assert torch.equal(got[1], expected[1]) and not torch.allclose(got[2], expected[2])
+    x = torch.randn(*shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                        # no fallback here
+        with torch.no_grad():
+            expected = stock(x)
+            got = ours(x)
+    assert [o.shape for o in got] == [o.shape for o in expected], shape
+    assert got[2].shape[2:] == (-(-shape[2] // 16), -(-shape[3] // 16))
+    assert torch.equal(got[1], expected[1]) and not torch.allclose(got[2], expected[2])
 
 
 def test_parameters_and_state_dict_untouched_and_gradients_reach_the_cpb():
     _, ours = build_pair(cluster_after=1, clustered_window_size=6)
     before = {k: v.clone() for k, v in ours.state_dict().items()}
     params_before = dict(ours.named_parameters())
-    x = torch.randn(1, 3, 160, 160)
+    x = torch.randn(1, 3, 224, 224)          # stage-3 map 14x14 -> 12x12 centres
     with torch.no_grad():
         ours(x)
     ours(x)[3].sum().backward()

@@ -5,7 +5,7 @@ import torch
 from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 
-import expedite_mm  # noqa: F401  (registers ExpeditedViT)
+import expedite_mm.models  # noqa: F401  (registers ExpeditedViT)
 from expedite_mm.ops import TokenClustering, TokenReconstruction
 from harness import assert_stock_fallback_once
 

@@ -149,7 +149,7 @@ def print_comparison(config: str, result: dict) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    import expedite_mm  # noqa: F401  (registers ExpeditedViT)
+    import expedite_mm.models  # noqa: F401  (registers the backbones)
 
     if not args.skip_model:
         print_comparison(args.config, compare_model(args.config, args.repeat))

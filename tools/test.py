@@ -101,7 +101,7 @@ def _init_cpu_distributed(cfg: Config) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    import expedite_mm  # noqa: F401  (registry + checkpoint allow-list, even without custom_imports)
+    import expedite_mm.models  # noqa: F401  (registers the backbones)
     from expedite_mm.utils.checkpoint import checkpoint_policy
     from mmengine.dist import is_main_process
 

@@ -1,14 +1,20 @@
 """Registered backbone wrappers, for each OpenMMLab package that is installed.
 
-``import expedite_mm`` (or ``custom_imports=dict(imports=['expedite_mm'])``) registers
+Importing this module (``expedite_mm.register_all_modules()``, or a config's
+``custom_imports=dict(imports=['expedite_mm'])``) registers
 ``ExpeditedViT`` and ``ExpeditedSwin`` into mmseg's ``MODELS`` when mmseg is installed,
 ``ExpeditedSwin`` into mmdet's, and ``ExpeditedSwinV2`` into both when mmpretrain is
 there too; a package that is not installed is skipped. A package that is installed but
 fails to import raises, so a broken environment is not silently ignored.
 """
 import importlib.util
+import warnings
 
-from .expedite import ExpediteMixin
+from .expedite import ExpediteArgs, ExpediteMixin, WindowExpediteArgs
+
+# mmengine 0.10 resolves `mmseg::`/`mmdet::` config bases through pkg_resources, which
+# setuptools (>= 77, needed by torch >= 2.6) deprecates loudly on every lookup; harmless.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 REGISTERED = {}
 
@@ -30,4 +36,4 @@ if importlib.util.find_spec("mmpretrain") is not None:
         if importlib.util.find_spec(_package) is not None:
             REGISTERED.setdefault(_package, []).extend(_register_swinv2(_package))
 
-__all__ = ["ExpediteMixin", "REGISTERED"]
+__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ExpediteMixin", "REGISTERED"]

@@ -1,102 +1,266 @@
-"""What every expedited backbone shares: argument validation, the two operators, fallback.
+"""The expedite arguments -- one definition for every backbone -- and what backbones share.
 
-Pure torch (the mm-specific wrappers live next to this file), so the rules for the
-expedite arguments are written once, for ViT, Swin and SwinV2 alike.
+Pure torch (the mm-specific wrappers live next to this file). :class:`ExpediteArgs` (plain
+ViTs) and :class:`WindowExpediteArgs` (Swin, SwinV2) hold every argument's name, default,
+validation and documentation; :class:`ExpediteMixin` takes them out of a backbone's
+keyword arguments before the stock ``__init__`` runs, validates them (also when expediting
+is disabled, so a bad value never waits until it is switched on) and builds the two
+operators. See ``docs/method.md`` for what the operators compute.
 """
 from __future__ import annotations
 
+import dataclasses
+import numbers
 import warnings
-from typing import Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
 
-from ..ops import (DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE, DEFAULT_WINDOW, NEIGHBOURS,
-                   NORMALIZATIONS, TokenClustering, TokenReconstruction, can_cluster,
-                   resolve_grid)
-from ..ops.cluster import (GridSpec, validate_choice, validate_grid, validate_int,
+from torch import nn
+
+from ..ops.cluster import (DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE, DEFAULT_WINDOW,
+                           NEIGHBOURS, NORMALIZATIONS, TIES, GridSpec, resolve_grid,
+                           validate_choice, validate_grid, validate_int,
                            validate_temperature, validate_window)
-from ..ops.reducers import REDUCERS, build_reduction
+from ..ops.reducers import GRID_REDUCERS, REDUCERS, build_reduction
+from ..ops.window import DEFAULT_WINDOW_K
 
 DEFAULT_GRID = 0.7  # 28x28 clusters for 40x40 tokens, the paper's main setting
 
 
-class ExpediteMixin:
-    """Builds ``self.clustering`` / ``self.reconstruction`` from the expedite arguments.
+def _optional_int(value: Any, name: str) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an int or None, got {value!r}")
+    return int(value)
 
-    ``cluster_after`` (alpha) and ``reconstruct_after`` (alpha + beta) count layers
-    (or blocks of a stage) 1-based: clustering happens after layer ``cluster_after``,
-    reconstruction after layer ``reconstruct_after`` (default: the last one).
-    ``cluster_after=None`` disables expediting: the backbone is the stock one.
 
-    ``reducer`` / ``reconstructor`` (``dict(type=...)``, see ``expedite_mm.ops.reducers``)
-    swap the method's pair for one of the paper's comparisons at the same budget
-    ``cluster_grid``; ``None`` is the method ('Cluster'), configured by the flat
-    arguments. ``allowed_reducers`` is what the backbone supports (Swin: grid-shaped ones).
-    ``self.clustering`` / ``self.reconstruction`` hold whichever pair was chosen.
+@dataclass(frozen=True)
+class ExpediteArgs:
+    """The expedite arguments of a plain ViT backbone (``ExpeditedViT`` and its kin).
+
+    Every expedited backbone takes its stock arguments plus these, as flat keyword
+    arguments (config keys). Values are validated when the backbone is built, whether or
+    not expediting is enabled; ints may be any integral type (e.g. numpy's).
+
+    Args:
+        cluster_after: alpha, the number of layers before clustering
+            (``0 <= alpha < depth``); ``None`` (default) disables expediting: the backbone
+            is the stock one, bit for bit.
+        reconstruct_after: alpha + beta, the layer after which the tokens are restored to
+            full resolution (``alpha < . <= depth``; default: the last layer, after the
+            final norm).
+        cluster_grid: the ``h x w`` cluster centres: an int, an ``(h, w)`` pair, or a ratio
+            in (0, 1] of the token grid (default 0.7: 40x40 tokens -> 28x28 centres).
+        cluster_window: odd side of the ``lambda = window x window`` cells around its home
+            cell that a token may join in the EM (default 5).
+        cluster_iters: kappa, the EM iterations (default 5).
+        temperature: tau of both layers, ``softmax(-D / tau)`` (default 50).
+        reconstruct_k: the nearest centres a reconstructed token mixes (default 20).
+        reconstruct_normalize: ``'sum'`` (the paper: weights sum to 1) or ``'l2'`` (the
+            released code's unit L2 norm; set it to reproduce released numbers).
+        reconstruct_neighbours: ``'global'`` (k nearest of all centres) or ``'local'``
+            (the clustering's own ``lambda`` candidate cells; ``reconstruct_k`` unused).
+        reconstruct_ties: ``'exact'`` (exactly k centres per token) or ``'keep'`` (also
+            every centre whose weight ties with the k-th, as the released code's
+            ``weight >= kth`` selection does).
+        reducer, reconstructor: ``dict(type=...)`` to run one of the paper's comparisons
+            at the same budget instead of the method (``expedite_mm.ops.reducers``:
+            'AvgPool', 'EViT', 'ToMe' / 'Bilinear', 'Scatter', 'Unmerge'); ``None``
+            (default) is the method, configured by the arguments above.
     """
 
-    clustering: Optional[TokenClustering]
-    reconstruction: Optional[TokenReconstruction]
+    cluster_after: Optional[int] = None
+    reconstruct_after: Optional[int] = None
+    cluster_grid: GridSpec = DEFAULT_GRID
+    cluster_window: int = DEFAULT_WINDOW
+    cluster_iters: int = DEFAULT_ITERS
+    temperature: float = DEFAULT_TEMPERATURE
+    reconstruct_k: int = DEFAULT_K
+    reconstruct_normalize: str = "sum"
+    reconstruct_neighbours: str = "global"
+    reconstruct_ties: str = "exact"
+    reducer: Optional[Dict[str, Any]] = None
+    reconstructor: Optional[Dict[str, Any]] = None
+
+    # arguments of the other backbone family, refused with a pointer to the right one
+    _other_family: ClassVar[Dict[str, str]] = {
+        "clustered_window_size": "ViT backbones take cluster_grid (the h x w centres of the "
+                                 "whole token grid)",
+        "stage": "ViT backbones have no stages; cluster_after counts layers",
+    }
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__.__get__(self)
+        if self.reconstruct_after is not None and self.cluster_after is None:
+            raise ValueError("reconstruct_after is set but cluster_after is None; set "
+                             "cluster_after to enable expediting")
+        set_("cluster_after", _optional_int(self.cluster_after, "cluster_after"))
+        set_("reconstruct_after", _optional_int(self.reconstruct_after, "reconstruct_after"))
+        if self.cluster_after is not None and self.cluster_after < 0:
+            raise ValueError(f"cluster_after must be >= 0, got {self.cluster_after}")
+        set_("cluster_window", validate_window(self.cluster_window, "cluster_window"))
+        set_("cluster_iters", validate_int(self.cluster_iters, "cluster_iters", 1))
+        set_("temperature", validate_temperature(self.temperature, "temperature"))
+        set_("reconstruct_k", validate_int(self.reconstruct_k, "reconstruct_k", 1))
+        validate_choice(self.reconstruct_normalize, "reconstruct_normalize", NORMALIZATIONS)
+        validate_choice(self.reconstruct_neighbours, "reconstruct_neighbours", NEIGHBOURS)
+        validate_choice(self.reconstruct_ties, "reconstruct_ties", TIES)
+        self._validate_family()
+
+    def _validate_family(self) -> None:
+        object.__setattr__(self, "cluster_grid", validate_grid(self.cluster_grid, "cluster_grid"))
+
+    @classmethod
+    def names(cls) -> Tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def pop_from(cls, kwargs: Dict[str, Any]) -> "ExpediteArgs":
+        """Take this family's arguments out of a backbone's ``kwargs`` (in place)."""
+        for name, hint in cls._other_family.items():
+            if name in kwargs:
+                raise ValueError(f"{name} is not an argument of this backbone: {hint}")
+        return cls(**{name: kwargs.pop(name) for name in cls.names() if name in kwargs})
+
+    def span(self, depth: int, what: str) -> Tuple[Optional[int], Optional[int]]:
+        """``(cluster_after, reconstruct_after)`` checked against ``depth`` layers/blocks
+        (``reconstruct_after`` defaulting to ``depth``); ``(None, None)`` when disabled."""
+        if self.cluster_after is None:
+            return None, None
+        if not self.cluster_after < depth:
+            raise ValueError(f"cluster_after must be an int in [0, {depth - 1}] (the number of "
+                             f"{what} before clustering; the backbone has {depth}), "
+                             f"got {self.cluster_after!r}")
+        reconstruct_after = depth if self.reconstruct_after is None else self.reconstruct_after
+        if not self.cluster_after < reconstruct_after <= depth:
+            raise ValueError(f"reconstruct_after must be an int in [{self.cluster_after + 1}, "
+                             f"{depth}] (cluster_after < reconstruct_after <= {depth} {what}), "
+                             f"got {self.reconstruct_after!r}")
+        return self.cluster_after, reconstruct_after
+
+    def build_operators(self, grid: GridSpec, allowed_reducers: Sequence[str] = tuple(REDUCERS)
+                        ) -> Tuple[str, nn.Module, str, nn.Module]:
+        """The reducer/reconstructor pair at budget ``grid`` (see ``build_reduction``)."""
+        clustering = dict(window=self.cluster_window, iters=self.cluster_iters,
+                          temperature=self.temperature)
+        reconstruction = dict(k=self.reconstruct_k, temperature=self.temperature,
+                              normalize=self.reconstruct_normalize,
+                              neighbours=self.reconstruct_neighbours,
+                              ties=self.reconstruct_ties)
+        return build_reduction(self.reducer, self.reconstructor, grid, clustering,
+                               reconstruction, allowed=allowed_reducers)
+
+
+@dataclass(frozen=True)
+class WindowExpediteArgs(ExpediteArgs):
+    """The expedite arguments of a windowed backbone (``ExpeditedSwin``, ``ExpeditedSwinV2``).
+
+    Those of :class:`ExpediteArgs` (with ``cluster_after`` / ``reconstruct_after``
+    counting the blocks of ``stage``, ``reconstruct_k`` defaulting to 10 and
+    ``cluster_grid`` replaced by ``clustered_window_size``), plus:
+
+    Args:
+        stage: 0-based index of the stage whose windows are clustered (default 2, the
+            third). The paper counts alpha over all blocks: its Swin-L (depths 2, 2, 18, 2)
+            alpha=10 is ``stage=2, cluster_after=6``.
+        clustered_window_size: k: every ``K x K`` window of the stage becomes ``k x k``
+            centres and the clustered blocks attend within windows of k (``1 <= k <= K``;
+            default ``round(0.7 * K)``, 12 -> 8).
+        cluster_padding: ``True`` (default, as the release): the map is zero-padded to
+            multiples of K and the padding is clustered like content. ``False``: only the
+            content part of each window is clustered (a window with ``r x c`` content
+            tokens gets ``ceil(r k / K) x ceil(c k / K)`` centres), so no centre is pure
+            padding and the clustered blocks pad their attention windows as the stock
+            blocks do.
+        attention_mask_shift: ``'clustered'`` (default): the shifted clustered blocks roll
+            by k // 2 and mask with the same shift. ``'stock'``: mask with the stage's own
+            shift K // 2 while rolling by k // 2, as Expedit-Mask2Former's code does (set it
+            to reproduce its numbers).
+    """
+
+    reconstruct_k: int = DEFAULT_WINDOW_K
+    stage: int = 2
+    clustered_window_size: Optional[int] = None
+    cluster_padding: bool = True
+    attention_mask_shift: str = "clustered"
+
+    _other_family: ClassVar[Dict[str, str]] = {
+        "cluster_grid": "windowed backbones cluster every K x K window to k x k centres; set "
+                        "clustered_window_size=k instead",
+    }
+
+    def _validate_family(self) -> None:
+        if isinstance(self.stage, bool) or not isinstance(self.stage, numbers.Integral) \
+                or self.stage < 0:
+            raise ValueError(f"stage must be an int >= 0 (0-based index of the stage to "
+                             f"expedite), got {self.stage!r}")
+        object.__setattr__(self, "stage", int(self.stage))
+        size = _optional_int(self.clustered_window_size, "clustered_window_size")
+        if size is not None and size < 1:
+            raise ValueError(f"clustered_window_size must be an int >= 1, got {size}")
+        object.__setattr__(self, "clustered_window_size", size)
+        if not isinstance(self.cluster_padding, bool):
+            raise ValueError(f"cluster_padding must be True or False, got {self.cluster_padding!r}")
+        validate_choice(self.attention_mask_shift, "attention_mask_shift", ("clustered", "stock"))
+
+    @classmethod
+    def names(cls) -> Tuple[str, ...]:
+        return tuple(name for name in super().names() if name != "cluster_grid")
+
+
+class ExpediteMixin:
+    """Takes the expedite arguments out of ``__init__``'s keywords and builds the operators.
+
+    ``expedite_args_class`` names the argument family. After the stock ``__init__`` the
+    subclass calls :meth:`_setup_expedite` with its depth and cluster budget. Attributes:
+    ``expedite_args`` (validated), ``cluster_after`` / ``reconstruct_after`` (``None``
+    when disabled), ``clustering`` / ``reconstruction`` (the operator pair, ``None`` when
+    disabled), ``reducer_type`` / ``reconstructor_type``.
+    """
+
+    expedite_args_class: ClassVar[type] = ExpediteArgs
+    clustering: Optional[nn.Module]
+    reconstruction: Optional[nn.Module]
     reducer_type: Optional[str] = None
     reconstructor_type: Optional[str] = None
 
-    def _init_expedite(self, depth: int, cluster_after: Optional[int],
-                       reconstruct_after: Optional[int], cluster_grid: GridSpec,
-                       cluster_window: int, cluster_iters: int, temperature: float,
-                       reconstruct_k: int, reconstruct_normalize: str,
-                       reconstruct_neighbours: str, what: str = "layers",
-                       reducer: Optional[dict] = None, reconstructor: Optional[dict] = None,
-                       allowed_reducers: Sequence[str] = tuple(REDUCERS)) -> None:
+    def __init__(self, *args, **kwargs) -> None:
+        expedite_args = self.expedite_args_class.pop_from(kwargs)
+        super().__init__(*args, **kwargs)
+        self.expedite_args = expedite_args
         self._fallback_warned = False
-        if cluster_after is None:
-            if reconstruct_after is not None:
-                raise ValueError("reconstruct_after is set but cluster_after is None; set "
-                                 "cluster_after to enable expediting")
-            self.cluster_after = self.reconstruct_after = None
+
+    def _setup_expedite(self, depth: int, grid: GridSpec, what: str = "layers",
+                        allowed_reducers: Sequence[str] = tuple(REDUCERS)) -> None:
+        args = self.expedite_args
+        self.cluster_after, self.reconstruct_after = args.span(depth, what)
+        # Built even when disabled, so that bad reducer options fail now; parameter-free.
+        operators = args.build_operators(grid, allowed_reducers)
+        if self.cluster_after is None:
             self.clustering = self.reconstruction = None
             return
-        if isinstance(cluster_after, bool) or not isinstance(cluster_after, int) \
-                or not 0 <= cluster_after < depth:
-            raise ValueError(f"cluster_after must be an int in [0, {depth - 1}] (the number of "
-                             f"{what} before clustering; the backbone has {depth}), "
-                             f"got {cluster_after!r}")
-        if reconstruct_after is None:
-            reconstruct_after = depth
-        if isinstance(reconstruct_after, bool) or not isinstance(reconstruct_after, int) \
-                or not cluster_after < reconstruct_after <= depth:
-            raise ValueError(f"reconstruct_after must be an int in [{cluster_after + 1}, {depth}] "
-                             f"(cluster_after < reconstruct_after <= {depth} {what}), "
-                             f"got {reconstruct_after!r}")
-        self.cluster_after, self.reconstruct_after = cluster_after, reconstruct_after
-        temperature = validate_temperature(temperature, "temperature")
-        clustering = dict(window=validate_window(cluster_window, "cluster_window"),
-                          iters=validate_int(cluster_iters, "cluster_iters", 1),
-                          temperature=temperature)
-        reconstruction = dict(
-            k=validate_int(reconstruct_k, "reconstruct_k", 1), temperature=temperature,
-            normalize=validate_choice(reconstruct_normalize, "reconstruct_normalize",
-                                      NORMALIZATIONS),
-            neighbours=validate_choice(reconstruct_neighbours, "reconstruct_neighbours",
-                                       NEIGHBOURS))
         (self.reducer_type, self.clustering, self.reconstructor_type,
-         self.reconstruction) = build_reduction(
-            reducer, reconstructor, validate_grid(cluster_grid, "cluster_grid"), clustering,
-            reconstruction, allowed=allowed_reducers)
+         self.reconstruction) = operators
 
     @property
     def expedited(self) -> bool:
         return self.clustering is not None
 
-    def _can_expedite(self, hw: Tuple[int, int]) -> bool:
-        """True if ``hw`` tokens can be clustered; otherwise warns (once) about the fallback."""
-        if can_cluster(self.clustering.grid, hw):
-            return True
+    def _warn_fallback(self, hw: Tuple[int, int], clustered: str) -> None:
         if not self._fallback_warned:
-            grid = resolve_grid(self.clustering.grid, hw)
-            warnings.warn(f"{type(self).__name__}: the token grid {tuple(hw)} is smaller than "
-                          f"the cluster grid {grid}; running the stock (unexpedited) forward "
-                          f"for such inputs", RuntimeWarning, stacklevel=3)
             self._fallback_warned = True
+            warnings.warn(f"{type(self).__name__}: clustering the token grid {tuple(hw)} would "
+                          f"give {clustered}, not fewer tokens; running the stock "
+                          f"(unexpedited) forward for such inputs", RuntimeWarning, stacklevel=4)
+
+    def _can_expedite(self, hw: Tuple[int, int]) -> bool:
+        """True if clustering ``hw`` tokens gives fewer tokens; otherwise warns (once)."""
+        h, w = resolve_grid(self.clustering.grid, hw)
+        if h <= hw[0] and w <= hw[1] and h * w < hw[0] * hw[1]:
+            return True
+        self._warn_fallback(hw, f"{h}x{w} centres")
         return False
 
 
-__all__ = ["ExpediteMixin", "DEFAULT_GRID", "DEFAULT_WINDOW", "DEFAULT_ITERS",
-           "DEFAULT_TEMPERATURE", "DEFAULT_K"]
+__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ExpediteMixin", "DEFAULT_GRID"]

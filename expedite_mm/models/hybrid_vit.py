@@ -9,16 +9,13 @@ part: the same class, the same layer loop, only the embedding input differs.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..ops.cluster import GridSpec
 from .bit_resnet import BiTResNet
-from .expedite import (DEFAULT_GRID, DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE,
-                       DEFAULT_WINDOW)
 from .vit import ExpeditedViT
 
 
@@ -87,30 +84,12 @@ class HybridViT(VisionTransformer):
 
 @MODELS.register_module()
 class ExpeditedHybridViT(HybridViT, ExpeditedViT):
-    """``HybridViT`` with token clustering/reconstruction in its ViT (SPEC section 2).
+    """``HybridViT`` with token clustering/reconstruction in its ViT (``docs/method.md``).
 
     Takes every ``HybridViT`` argument plus the expedite arguments of
-    :class:`~expedite_mm.models.vit.ExpeditedViT` (``cluster_after``, ``cluster_grid``,
+    :class:`~expedite_mm.models.expedite.ExpediteArgs` (``cluster_after``, ``cluster_grid``,
     ...; ``cluster_grid`` as a ratio is relative to the stride-16 token grid), with the
     same state-dict keys as ``HybridViT``. ViT outputs inside the clustered span come
     back reconstructed at full resolution; the ResNet outputs are untouched.
     ``cluster_after=None`` gives the stock ``HybridViT`` forward.
     """
-
-    def __init__(self, *args, cluster_after: Optional[int] = None,
-                 reconstruct_after: Optional[int] = None,
-                 cluster_grid: GridSpec = DEFAULT_GRID,
-                 cluster_window: int = DEFAULT_WINDOW,
-                 cluster_iters: int = DEFAULT_ITERS,
-                 temperature: float = DEFAULT_TEMPERATURE,
-                 reconstruct_k: int = DEFAULT_K,
-                 reconstruct_normalize: str = "sum",
-                 reconstruct_neighbours: str = "global", **kwargs) -> None:
-        # Listed (not left in **kwargs) so that they are part of this class's signature;
-        # HybridViT.__init__ hands them on to ExpeditedViT.__init__ (next in the MRO).
-        super().__init__(*args, cluster_after=cluster_after, reconstruct_after=reconstruct_after,
-                         cluster_grid=cluster_grid, cluster_window=cluster_window,
-                         cluster_iters=cluster_iters, temperature=temperature,
-                         reconstruct_k=reconstruct_k,
-                         reconstruct_normalize=reconstruct_normalize,
-                         reconstruct_neighbours=reconstruct_neighbours, **kwargs)

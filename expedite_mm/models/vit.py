@@ -8,58 +8,32 @@ from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..ops.cluster import GridSpec
 from ..ops.reducers import KeepState, attention_guide
-from .expedite import (DEFAULT_GRID, DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE,
-                       DEFAULT_WINDOW, ExpediteMixin)
+from .expedite import ExpediteMixin
 
 
 @MODELS.register_module()
 class ExpeditedViT(ExpediteMixin, VisionTransformer):
-    """mmseg ``VisionTransformer`` that runs layers ``cluster_after+1 .. reconstruct_after``
-    on ``cluster_grid`` cluster centres instead of all patch tokens (SPEC section 2).
+    """mmseg's ``VisionTransformer`` that runs layers ``cluster_after+1 .. reconstruct_after``
+    on cluster centres instead of all patch tokens (``docs/method.md``, ViT).
 
-    Takes every ``VisionTransformer`` argument, with the same state-dict keys, plus:
-
-    Args:
-        cluster_after: alpha, the number of layers before clustering (0 <= alpha < depth);
-            ``None`` (default) disables expediting and gives the stock backbone.
-        reconstruct_after: alpha + beta, the layer after which tokens are restored to
-            full resolution (default: the last layer, after the final norm).
-        cluster_grid: the cluster grid: int, ``(h, w)`` or a ratio of the token grid.
-        cluster_window: odd side of the neighbourhood a token may be assigned to.
-        cluster_iters: EM iterations. temperature: tau of both layers.
-        reconstruct_k: neighbours per reconstructed token.
-        reconstruct_normalize: ``"sum"`` (paper) or ``"l2"`` (released code).
-        reconstruct_neighbours: ``"global"`` kNN or ``"local"`` (the EM's candidates).
-        reducer / reconstructor: ``dict(type=...)`` to run one of the paper's comparisons
-            at the budget ``cluster_grid`` instead (``expedite_mm.ops.reducers``: 'AvgPool',
-            'EViT', 'ToMe' / 'Bilinear', 'Scatter', 'Unmerge'); ``None`` is the method.
-            EViT scores tokens by the class-token attention of layer ``cluster_after+1``
-            (its own norm and q/k projections applied to the tokens entering it); ToMe
-            matches on that layer's keys averaged over heads.
+    Takes every ``VisionTransformer`` argument, with the same state-dict keys, plus the
+    expedite arguments of :class:`~expedite_mm.models.expedite.ExpediteArgs`
+    (``cluster_after``, ``reconstruct_after``, ``cluster_grid``, ``cluster_window``,
+    ``cluster_iters``, ``temperature``, ``reconstruct_k``, ``reconstruct_normalize``,
+    ``reconstruct_neighbours``, ``reconstruct_ties``, ``reducer``, ``reconstructor``).
 
     Every output in ``out_indices`` comes back at full resolution; one taken inside the
     clustered span is reconstructed with the same weights. The class token passes
-    through the clustered layers untouched by clustering.
+    through the clustered layers untouched by clustering. With ``reducer=dict(type=
+    'EViT')`` tokens are scored by the class-token attention of layer
+    ``cluster_after + 1`` (its own norm and q/k projections applied to the tokens
+    entering it); ToMe matches on that layer's keys averaged over heads.
     """
 
-    def __init__(self, *args, cluster_after: Optional[int] = None,
-                 reconstruct_after: Optional[int] = None,
-                 cluster_grid: GridSpec = DEFAULT_GRID,
-                 cluster_window: int = DEFAULT_WINDOW,
-                 cluster_iters: int = DEFAULT_ITERS,
-                 temperature: float = DEFAULT_TEMPERATURE,
-                 reconstruct_k: int = DEFAULT_K,
-                 reconstruct_normalize: str = "sum",
-                 reconstruct_neighbours: str = "global",
-                 reducer: Optional[dict] = None, reconstructor: Optional[dict] = None,
-                 **kwargs) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._init_expedite(len(self.layers), cluster_after, reconstruct_after, cluster_grid,
-                            cluster_window, cluster_iters, temperature, reconstruct_k,
-                            reconstruct_normalize, reconstruct_neighbours, what="layers",
-                            reducer=reducer, reconstructor=reconstructor)
+        self._setup_expedite(len(self.layers), self.expedite_args.cluster_grid, what="layers")
         if "cls_attention" in getattr(self.clustering, "needs", ()) and not self.with_cls_token:
             raise ValueError("reducer=dict(type='EViT') scores tokens by the class token's "
                              "attention, but with_cls_token=False; set reducer.score='norm' "

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Dict, Sequence, Tuple, Union
 
@@ -33,14 +34,20 @@ from torch import Tensor, nn
 
 GridSpec = Union[int, float, Sequence[int]]
 
-# One source of truth for the defaults (SPEC section 1) and their validation; the
-# registered backbones import these.
+# One source of truth for the operators' defaults (docs/method.md) and their validation;
+# the backbones' argument definitions (expedite_mm/models/expedite.py) import these.
 DEFAULT_WINDOW = 5
 DEFAULT_ITERS = 5
 DEFAULT_TEMPERATURE = 50.0
 DEFAULT_K = 20
 NORMALIZATIONS = ("sum", "l2")
 NEIGHBOURS = ("global", "local")
+TIES = ("exact", "keep")
+
+
+def _is_int(value) -> bool:
+    """Any integral number (python or numpy) except bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------- validation
@@ -48,38 +55,38 @@ def validate_grid(grid: GridSpec, name: str = "grid") -> Union[float, Tuple[int,
     """Return ``grid`` as a ratio in (0, 1] or an ``(h, w)`` pair of ints >= 1."""
     if isinstance(grid, bool):
         raise ValueError(f"{name} must be an int >= 1, an (h, w) pair or a ratio in (0, 1], got {grid!r}")
-    if isinstance(grid, float):
+    if isinstance(grid, numbers.Real) and not _is_int(grid):
         if not 0.0 < grid <= 1.0:
             raise ValueError(f"{name} as a ratio must be in (0, 1], got {grid!r}")
-        return grid
-    if isinstance(grid, int):
+        return float(grid)
+    if _is_int(grid):
         grid = (grid, grid)
     try:
         pair = tuple(grid)
     except TypeError:
         pair = ()
-    if len(pair) != 2 or not all(isinstance(g, int) and not isinstance(g, bool) for g in pair):
+    if len(pair) != 2 or not all(_is_int(g) for g in pair):
         raise ValueError(f"{name} must be an int >= 1, an (h, w) pair or a ratio in (0, 1], got {grid!r}")
     if min(pair) < 1:
         raise ValueError(f"{name} must be >= 1 in both dimensions, got {grid!r}")
-    return pair
+    return int(pair[0]), int(pair[1])
 
 
 def validate_window(window: int, name: str = "window") -> int:
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
+    if not _is_int(window) or window < 1 or window % 2 == 0:
         raise ValueError(f"{name} must be an odd int >= 1 (the lambda = window x window "
                          f"neighbourhood of a token's home cell), got {window!r}")
-    return window
+    return int(window)
 
 
 def validate_int(value: int, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not _is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    return int(value)
 
 
 def validate_temperature(temperature: float, name: str = "temperature") -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
             or not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {temperature!r}")
     return float(temperature)
@@ -334,25 +341,29 @@ class TokenReconstruction(nn.Module):
             code's ``F.normalize``: unit L2 norm; use it to reproduce released numbers).
         neighbours: ``"global"`` (k nearest of all centres) or ``"local"`` (the
             clustering's own ``window x window`` candidate cells; ``k`` is not used).
+        ties: ``"exact"`` (exactly k centres) or ``"keep"`` (global neighbours: also every
+            centre at the same distance as the k-th, as the released code's
+            ``weight >= kth`` selection does; identical centres, e.g. of pure padding, tie).
 
     ``forward(centers (B, M, C), state) -> tokens (B, N, C)``.
     """
 
     def __init__(self, k: int = DEFAULT_K, temperature: float = DEFAULT_TEMPERATURE,
-                 normalize: str = "sum", neighbours: str = "global") -> None:
+                 normalize: str = "sum", neighbours: str = "global", ties: str = "exact") -> None:
         super().__init__()
         self.k = validate_int(k, "k", 1)
         self.temperature = validate_temperature(temperature, "temperature")
         self.normalize = validate_choice(normalize, "normalize", NORMALIZATIONS)
         self.neighbours = validate_choice(neighbours, "neighbours", NEIGHBOURS)
+        self.ties = validate_choice(ties, "ties", TIES)
 
     def extra_repr(self) -> str:
         return (f"k={self.k}, temperature={self.temperature}, normalize={self.normalize!r}, "
-                f"neighbours={self.neighbours!r}")
+                f"neighbours={self.neighbours!r}, ties={self.ties!r}")
 
     def weights(self, state: ClusterState) -> Tuple[Tensor, Tensor]:
         """(index (B, N, k'), weight (B, N, k')) of every token's centres; memoised on state."""
-        key = (self.k, self.temperature, self.normalize, self.neighbours)
+        key = (self.k, self.temperature, self.normalize, self.neighbours, self.ties)
         if key not in state._neighbours:
             with torch.autocast(device_type=state.tokens.device.type, enabled=False):
                 state._neighbours[key] = self._weights(state)
@@ -365,7 +376,16 @@ class TokenReconstruction(nn.Module):
         if self.neighbours == "global":
             dist = (z.pow(2).sum(-1, keepdim=True) + s.pow(2).sum(-1).unsqueeze(1)
                     - 2 * torch.bmm(z, s.transpose(1, 2))).clamp_min_(0)     # (B, N, M)
-            dist, index = dist.topk(min(self.k, M), dim=-1, largest=False)
+            nearest, index = dist.topk(min(self.k, M), dim=-1, largest=False)
+            if self.ties == "keep" and self.k < M:
+                # every centre as near as the k-th: widen the top-k to the most ties any
+                # token has (a data-dependent size, so this mode is eager-only)
+                kth = nearest[..., -1:]
+                widest = int((dist <= kth).sum(-1).max())
+                if widest > nearest.shape[-1]:
+                    nearest, index = dist.topk(widest, dim=-1, largest=False)
+                nearest = nearest.masked_fill(nearest > kth, math.inf)
+            dist = nearest
         else:
             layout = state.layout
             tiled, tiled_sq = _tile_tokens(z, layout)

@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
 
-    import expedite_mm  # noqa: F401  (registers the backbones)
+    import expedite_mm.models  # noqa: F401  (registers the backbones)
     from expedite_mm.utils.benchmark import benchmark
     from expedite_mm.utils.config import (build_model, default_input_shape, disable_expedite,
                                           load_config, synthetic_batch)

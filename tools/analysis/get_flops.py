@@ -37,7 +37,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    import expedite_mm  # noqa: F401  (registers the backbones)
+    import expedite_mm.models  # noqa: F401  (registers the backbones)
     from expedite_mm.utils.config import is_expedited, load_config
     from expedite_mm.utils.flops import config_flops
 

@@ -485,7 +485,7 @@ def main(argv=None) -> List[Dict[str, str]]:
     args = parse_args(argv)
     from tqdm import tqdm
 
-    import expedite_mm  # noqa: F401  (registers the backbones)
+    import expedite_mm.models  # noqa: F401  (registers the backbones)
     from expedite_mm.utils.config import default_input_shape, load_config
 
     cfg = load_config(args.config, args.cfg_options)

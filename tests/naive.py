@@ -1,4 +1,4 @@
-"""Deliberately naive re-derivations of SPEC section 1, for the tests.
+"""Deliberately naive re-derivations of docs/method.md §1-2, for the tests.
 
 Dense N x M masks and explicit loops over the equations, float64 throughout; nothing
 here is shared with expedite_mm.ops.

@@ -1,4 +1,4 @@
-"""Deliberately naive re-derivations of SPEC section 2 (Swin) for the tests.
+"""Deliberately naive re-derivations of docs/method.md §4 (Swin) for the tests.
 
 Python loops over windows calling the plain operators one window at a time, and a
 bilinear resize written out from its definition; nothing here is shared with

@@ -70,7 +70,7 @@ def test_state_dict_keys_equal_stock():
 
 
 def reference(stock, x, cluster_after, reconstruct_after, clustering, reconstruction):
-    """SPEC section 2 on the hybrid: the ResNet taps untouched; the ViT clustered after
+    """docs/method.md §4 on the hybrid: the ResNet taps untouched; the ViT clustered after
     layer alpha, reconstructed after alpha+beta, taps inside the span reconstructed."""
     stages = stock.resnet(x)
     tokens, (H, W) = stock.patch_embed(stages[-1])

@@ -1,7 +1,7 @@
 """GFLOPs (fvcore, whole DepthEstimator) of the six released DPT-Hybrid rows vs the release.
 
 The published numbers (Expedit-DPT README; GFLOPs of the whole model) are compared as
-ratios expedited / stock measured side by side here (SPEC section 3: counters differ).
+ratios expedited / stock measured side by side here (docs/method.md §6: counters differ).
 To stay cheap on CPU the stock model of each dataset is traced once, whole; an expedited
 row differs from it only in the ViT (same input, same ResNet, the head sees full-resolution
 taps), so its whole-model count is ``stock - stock ViT + expedited ViT`` with the ViT part

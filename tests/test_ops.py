@@ -1,4 +1,4 @@
-"""The two operators against the naive re-derivations of SPEC section 1 (tests/naive.py)."""
+"""The two operators against the naive re-derivations of docs/method.md §1-2 (tests/naive.py)."""
 import math
 
 import naive

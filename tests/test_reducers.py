@@ -344,7 +344,7 @@ def build_pair(**expedite):
 
 
 def reference(stock, x, alpha, end, grid, pair):
-    """SPEC section 2 with the reducer written out naively, image by image: class token set
+    """docs/method.md §4 with the reducer written out naively, image by image: class token set
     aside, guidance from layer alpha+1's own norm and projections, reconstruction after
     layer ``end`` (after the final norm when end = depth; tokens EViT did not keep take
     their layer-alpha value, through that norm too)."""
@@ -505,7 +505,7 @@ def test_fvcore_counts_reducers_inside_the_backbone():
 
 # --------------------------------------------------------------------------- in ExpeditedSwin
 class _PerWindow:
-    """A naive per-window operator for test_swin's per-window SPEC reference."""
+    """A naive per-window operator for test_swin's per-window reference."""
 
     def __init__(self, grid, fn):
         self.grid, self.fn = grid, fn

@@ -1,4 +1,4 @@
-"""ExpeditedSwin against mmdet's and mmseg's SwinTransformer (SPEC section 2, Swin)."""
+"""ExpeditedSwin against mmdet's and mmseg's SwinTransformer (docs/method.md §4.2)."""
 import importlib
 
 import naive_window
@@ -56,7 +56,7 @@ def window_k_block(package, block, k):
 
 def reference(package, stock, x, stage, cluster_after, reconstruct_after, k,
               clustering, reconstruction):
-    """SPEC written out: stock stages; in the expedited stage, per-window clustering after
+    """The method (docs/method.md §4) written out: stock stages; in the expedited stage, per-window clustering after
     ``cluster_after`` blocks (loop over windows), the next blocks as stock window-k blocks
     on the clustered map, per-window reconstruction after ``reconstruct_after`` blocks."""
     K = stock.stages[0].blocks[0].attn.window_size

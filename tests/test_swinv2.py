@@ -1,4 +1,4 @@
-"""ExpeditedSwinV2 against mmpretrain's SwinTransformerV2 (SPEC section 2, SwinV2).
+"""ExpeditedSwinV2 against mmpretrain's SwinTransformerV2 (docs/method.md §4.2).
 
 The references here are written independently of expedite_mm: the per-window loops of
 tests/naive_window.py, the continuous-position-bias coordinates written out from their
@@ -92,7 +92,7 @@ def window_k_block(block, k, pretrained):
 
 def reference(stock, tiny, x, stage, cluster_after, reconstruct_after, k, clustering,
               reconstruction):
-    """SPEC written out on the stock model: stock stages (patch merging first, SwinV2's
+    """The method (docs/method.md §4.2) on the stock model: stock stages (patch merging first, SwinV2's
     layout); in the expedited stage, per-window clustering after ``cluster_after`` blocks
     (a loop over windows), the next blocks as stock window-k SwinV2 blocks on the clustered
     map, per-window reconstruction after ``reconstruct_after`` blocks."""

@@ -1,4 +1,4 @@
-"""ExpeditedViT against mmseg's VisionTransformer (SPEC section 2, ViT)."""
+"""ExpeditedViT against mmseg's VisionTransformer (docs/method.md §4.1)."""
 
 import pytest
 import torch
@@ -28,7 +28,7 @@ STOCK_KEYS = {"out_indices", "with_cls_token", "output_cls_token", "final_norm",
 
 
 def reference(stock, x, cluster_after, reconstruct_after, clustering, reconstruction):
-    """SPEC section 2 written out: layers 1..alpha full, clustering, layers alpha+1..alpha+beta
+    """docs/method.md §4 written out: layers 1..alpha full, clustering, layers alpha+1..alpha+beta
     on centres (+ class token), reconstruction (after the final norm when alpha+beta = depth),
     every output at full resolution, outputs inside the span reconstructed."""
     tokens, (H, W) = stock.patch_embed(x)

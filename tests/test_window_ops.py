@@ -1,4 +1,4 @@
-"""Window clustering / reconstruction (SPEC section 2, Swin) against per-window loops."""
+"""Window clustering / reconstruction (docs/method.md §4.2) against per-window loops."""
 import math
 
 import naive
@@ -12,7 +12,7 @@ from expedite_mm.ops.window import (cluster_windows, reconstruct_windows,
 
 
 def per_window_reference(z, hw, K, clustering, reconstruction, refine):
-    """SPEC written out with Python loops over windows (tests/naive_window.py): cluster each
+    """The method (docs/method.md §4) written out with Python loops over windows (tests/naive_window.py): cluster each
     zero-padded K x K window on its own, refine the map of centres, rebuild every window
     from its own centres, crop the padding."""
     centre_map, states = naive_window.cluster_per_window(z, hw, K, clustering)

@@ -4,7 +4,7 @@
 # Released row (Expedit-DPT README): alpha 2, 14x14: 560.2 -> 395.0 GFLOPs, RMSE 0.357 -> 0.364.
 # The release's alpha is the 0-based index of the block it clusters after (its
 # clustering_location), i.e. it clusters after 3 layers; cluster_after counts layers
-# (SPEC section 2). Counted this way our fvcore GFLOPs ratio matches the released one
+# (docs/method.md §4). Counted this way our fvcore GFLOPs ratio matches the released one
 # within 0.01 (tests/test_dpt_flops.py); with cluster_after = alpha it is ~0.03 lower.
 _base_ = './dpt_hybrid-r50-vitb16_nyu-480x640.py'
 model = dict(
@@ -15,7 +15,7 @@ model = dict(
         cluster_grid=(14, 14),
         # The release's operator settings, set explicitly to reproduce its numbers: window 5,
         # 5 iterations, k 20, tau 1 (its --temperture default 1.0 multiplies the distances)
-        # and L2-normalised reconstruction weights (F.normalize, see SPEC section 1).
+        # and L2-normalised reconstruction weights (F.normalize, see docs/method.md §1-2).
         cluster_window=5,
         cluster_iters=5,
         temperature=1.0,

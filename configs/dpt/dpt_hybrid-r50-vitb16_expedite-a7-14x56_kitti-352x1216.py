@@ -4,10 +4,10 @@
 # Released row (Expedit-DPT README): alpha 6, 28x28: 810.0 -> 723.4 GFLOPs, RMSE 2.573 -> 2.593.
 # The release's alpha is the 0-based index of the block it clusters after (its
 # clustering_location), i.e. it clusters after 7 layers; cluster_after counts layers
-# (SPEC section 2). Counted this way our fvcore GFLOPs ratio matches the released one
+# (docs/method.md §4). Counted this way our fvcore GFLOPs ratio matches the released one
 # within 0.01 (tests/test_dpt_flops.py); with cluster_after = alpha it is ~0.03 lower.
 # The release clusters the 22 x 76 KITTI tokens into a 28 x 28 grid: more rows of centres
-# than rows of tokens, which our clustering does not allow (SPEC section 2: it would run
+# than rows of tokens, which our clustering does not allow (docs/method.md §4: it would run
 # the stock forward). 14 x 56 keeps the release's 784 centres, and so its cost, laid out
 # along KITTI's wide token grid.
 _base_ = './dpt_hybrid-r50-vitb16_kitti-352x1216.py'
@@ -19,7 +19,7 @@ model = dict(
         cluster_grid=(14, 56),
         # The release's operator settings, set explicitly to reproduce its numbers: window 5,
         # 5 iterations, k 20, tau 1 (its --temperture default 1.0 multiplies the distances)
-        # and L2-normalised reconstruction weights (F.normalize, see SPEC section 1).
+        # and L2-normalised reconstruction weights (F.normalize, see docs/method.md §1-2).
         cluster_window=5,
         cluster_iters=5,
         temperature=1.0,

@@ -14,7 +14,7 @@ model = dict(
         clustered_window_size=8,
         # The released Mask2Former settings (not our defaults): lambda 7x7, tau 20 (their
         # 0.05), k 10, and L2-normalised reconstruction weights as in the released code, so
-        # that the released numbers are reproduced (SPEC sections 1 and 3).
+        # that the released numbers are reproduced (docs/method.md §2).
         cluster_window=7,
         cluster_iters=5,
         temperature=20.0,

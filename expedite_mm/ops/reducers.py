@@ -1,4 +1,4 @@
-"""The simple alternatives the paper compares against (SPEC section 3), pure torch.
+"""The simple alternatives the paper compares against (docs/method.md §6), pure torch.
 
 Every reducer / reconstructor has the interface of the method's own pair
 (:class:`~expedite_mm.ops.cluster.TokenClustering` / ``TokenReconstruction``)::

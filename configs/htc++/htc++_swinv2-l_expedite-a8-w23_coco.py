@@ -1,6 +1,6 @@
 # HTC++ SwinV2-L on COCO, expedited without fine-tuning: the paper's setting clusters
-# every 32x32 window of stage 3 to 23x23 after its 8th block and reconstructs after its 18th (last) block; published: +21% FPS, -20% GFLOPs, ~98% of the
-# box/mask AP. Named by what it does: a8 = after the 8th block of stage 3, w23 = window 23.
+# every 32x32 window of stage 3 to 23x23 after its 8th block and reconstructs after its
+# 18th (last) block; published: +21% FPS, -20% GFLOPs, ~98% of the box/mask AP. Named by what it does: a8 = after the 8th block of stage 3, w23 = window 23.
 #
 # No COCO-trained SwinV2-L HTC++ checkpoint is public (checkpoints.md): load your own
 # detector with `load_from=...` (or `tools/test.py CONFIG CHECKPOINT`); the backbone's

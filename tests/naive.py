@@ -57,8 +57,9 @@ def cluster(z, hw, grid, window=5, iters=5, temperature=50.0):
 
 
 def reconstruct(z, s_before, s_after, k=20, temperature=50.0, normalize="sum",
-                hw=None, grid=None, window=None):
-    """One image: every token from its k nearest (or local candidate) centres."""
+                hw=None, grid=None, window=None, ties="exact"):
+    """One image: every token from its k nearest (or local candidate) centres; with
+    ``ties='keep'`` also every centre exactly as near as the k-th."""
     z, s_before, s_after = z.double(), s_before.double(), s_after.double()
     d = sqdist(z, s_before)
     out = torch.empty(z.shape[0], s_after.shape[1], dtype=torch.float64)
@@ -66,6 +67,8 @@ def reconstruct(z, s_before, s_after, k=20, temperature=50.0, normalize="sum",
     for p in range(z.shape[0]):
         if mask is None:
             order = torch.argsort(d[p])[: min(k, s_before.shape[0])]
+            if ties == "keep":
+                order = torch.nonzero(d[p] <= d[p, order[-1]]).flatten()
         else:
             order = torch.nonzero(mask[p]).flatten()
         dp = d[p, order]

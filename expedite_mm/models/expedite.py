@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
 from torch import nn
 
 from ..ops.cluster import (DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE, DEFAULT_WINDOW,
-                           NEIGHBOURS, NORMALIZATIONS, TIES, GridSpec, resolve_grid,
+                           NEIGHBOURS, NORMALIZATIONS, TIES, GridSpec, can_cluster, resolve_grid,
                            validate_choice, validate_grid, validate_int,
                            validate_temperature, validate_window)
 from ..ops.reducers import GRID_REDUCERS, REDUCERS, build_reduction
@@ -256,9 +256,9 @@ class ExpediteMixin:
 
     def _can_expedite(self, hw: Tuple[int, int]) -> bool:
         """True if clustering ``hw`` tokens gives fewer tokens; otherwise warns (once)."""
-        h, w = resolve_grid(self.clustering.grid, hw)
-        if h <= hw[0] and w <= hw[1] and h * w < hw[0] * hw[1]:
+        if can_cluster(self.clustering.grid, hw):
             return True
+        h, w = resolve_grid(self.clustering.grid, hw)
         self._warn_fallback(hw, f"{h}x{w} centres")
         return False
 

@@ -112,9 +112,10 @@ def resolve_grid(grid: GridSpec, hw: Tuple[int, int]) -> Tuple[int, int]:
 
 
 def can_cluster(grid: GridSpec, hw: Tuple[int, int]) -> bool:
-    """Whether ``hw`` tokens are at least as many as the cluster grid in both directions."""
+    """Whether clustering an ``hw`` token grid to ``grid`` gives fewer tokens: the cluster
+    grid fits in both directions and has fewer cells than there are tokens."""
     h, w = resolve_grid(grid, hw)
-    return h <= hw[0] and w <= hw[1]
+    return h <= hw[0] and w <= hw[1] and h * w < hw[0] * hw[1]
 
 
 # --------------------------------------------------------------------------- layout
@@ -176,6 +177,13 @@ def _group(keys: Tensor, values: Sequence[Tensor], n_keys: int, pads: Sequence[i
 
 @functools.lru_cache(maxsize=64)
 def _layout(hw: Tuple[int, int], grid: Tuple[int, int], window: int, device: str) -> _Layout:
+    # Cached across calls, so built as plain tensors whatever mode the first caller runs in
+    # (an inference-mode tensor could never be saved for a later backward).
+    with torch.inference_mode(False), torch.no_grad():
+        return _build_layout(hw, grid, window, device)
+
+
+def _build_layout(hw: Tuple[int, int], grid: Tuple[int, int], window: int, device: str) -> _Layout:
     (H, W), (h, w), r = hw, grid, window // 2
     rows, rows_valid = _home_slots_1d(H, h)                                # (h, Tr)
     cols, cols_valid = _home_slots_1d(W, w)                                # (w, Tc)

@@ -64,3 +64,45 @@ def resize_table(table, k):
     heads = [(w @ table[:, h].double().view(side, side) @ w.t()).flatten()
              for h in range(table.shape[1])]
     return torch.stack(heads, 1).to(table.dtype)
+
+
+def cluster_content_per_window(z, hw, K, grid, make_clustering):
+    """z (B, H*W, C): no padding; every window's content (``r x c`` tokens, smaller at the
+    bottom/right edges) clustered on its own to ``ceil(r kh / K) x ceil(c kw / K)`` centres
+    by ``make_clustering(grid)``. Returns the map of centres (B, Hc, Wc, C) and per-window
+    ``(state, centre rows, centre cols, token rows, token cols)``."""
+    B, _, C = z.shape
+    H, W = hw
+    nh, nw = math.ceil(H / K), math.ceil(W / K)
+    kh, kw = grid
+    rows = [(r * K, min((r + 1) * K, H)) for r in range(nh)]
+    cols = [(c * K, min((c + 1) * K, W)) for c in range(nw)]
+    sizes_r = [math.ceil((r1 - r0) * kh / K) for r0, r1 in rows]
+    sizes_c = [math.ceil((c1 - c0) * kw / K) for c0, c1 in cols]
+    centre_map = torch.zeros(B, sum(sizes_r), sum(sizes_c), C, dtype=z.dtype)
+    grid_z = z.view(B, H, W, C)
+    states = {}
+    for b in range(B):
+        top = 0
+        for r, (r0, r1) in enumerate(rows):
+            left = 0
+            for c, (c0, c1) in enumerate(cols):
+                g = (sizes_r[r], sizes_c[c])
+                window = grid_z[b, r0:r1, c0:c1].reshape(1, -1, C)
+                centres, state = make_clustering(g)(window, (r1 - r0, c1 - c0))
+                centre_map[b, top:top + g[0], left:left + g[1]] = centres.view(*g, C)
+                states[b, r, c] = (state, (top, top + g[0]), (left, left + g[1]), (r0, r1), (c0, c1))
+                left += g[1]
+            top += sizes_r[r]
+    return centre_map, states
+
+
+def reconstruct_content_per_window(refined_map, states, hw, reconstruction):
+    """Inverse of :func:`cluster_content_per_window`: every window from its own centres."""
+    B, _, _, C = refined_map.shape
+    H, W = hw
+    out = torch.zeros(B, H, W, C, dtype=refined_map.dtype)
+    for (b, _, _), (state, (t0, t1), (l0, l1), (r0, r1), (c0, c1)) in states.items():
+        own = refined_map[b, t0:t1, l0:l1].reshape(1, -1, C)
+        out[b, r0:r1, c0:c1] = reconstruction(own, state).view(r1 - r0, c1 - c0, C)
+    return out.reshape(B, H * W, C)

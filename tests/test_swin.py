@@ -55,7 +55,7 @@ def window_k_block(package, block, k):
 
 
 def reference(package, stock, x, stage, cluster_after, reconstruct_after, k,
-              clustering, reconstruction):
+              clustering, reconstruction, cluster_padding=True):
     """The method (docs/method.md §4) written out: stock stages; in the expedited stage, per-window clustering after
     ``cluster_after`` blocks (loop over windows), the next blocks as stock window-k blocks
     on the clustered map, per-window reconstruction after ``reconstruct_after`` blocks."""
@@ -69,8 +69,20 @@ def reference(package, stock, x, stage, cluster_after, reconstruct_after, k,
             states, small_hw = None, None
 
             def cluster(x):
-                centre_map, states = naive_window.cluster_per_window(x, hw, K, clustering)
+                if cluster_padding:
+                    centre_map, states = naive_window.cluster_per_window(x, hw, K, clustering)
+                else:
+                    centre_map, states = naive_window.cluster_content_per_window(
+                        x, hw, K, clustering.grid,
+                        lambda grid: TokenClustering(grid, window=clustering.window,
+                                                     temperature=clustering.temperature))
                 return centre_map.flatten(1, 2), states, tuple(centre_map.shape[1:3])
+
+            def reconstruct(x):
+                x = x.view(x.shape[0], *small_hw, -1)
+                if cluster_padding:
+                    return naive_window.reconstruct_per_window(x, states, hw, K, reconstruction)
+                return naive_window.reconstruct_content_per_window(x, states, hw, reconstruction)
 
             if cluster_after == 0:
                 x, states, small_hw = cluster(x)
@@ -82,9 +94,7 @@ def reference(package, stock, x, stage, cluster_after, reconstruct_after, k,
                 if number == cluster_after:
                     x, states, small_hw = cluster(x)
                 elif number == reconstruct_after:
-                    x = naive_window.reconstruct_per_window(
-                        x.view(x.shape[0], *small_hw, -1), states, hw, K, reconstruction)
-                    states = None
+                    x, states = reconstruct(x), None
             out, out_hw = x, hw
             if stage_module.downsample:
                 x, hw = stage_module.downsample(x, hw)
@@ -150,6 +160,23 @@ def test_matches_spec_reference(package, stage, cluster_after, reconstruct_after
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(outs[3], plain[3], atol=1e-3)        # expediting did something
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_content_only_clustering_matches_reference(package):
+    """``cluster_padding=False``: no centre of pure padding; the clustered blocks (stock
+    window-k blocks in the reference) pad their attention windows themselves."""
+    stock, ours = build_pair(package, torch.float64, cluster_after=2, clustered_window_size=4,
+                             cluster_window=3, cluster_padding=False)
+    x = torch.randn(2, 3, 200, 264, dtype=torch.float64)       # stage-3 map 13x17
+    with torch.no_grad():
+        ref = reference(package, stock, x, 2, 2, 6, 4, TokenClustering((4, 4), window=3),
+                        TokenReconstruction(k=10), cluster_padding=False)
+        outs = ours(x)
+    for a, b in zip(outs, ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # rows: 2 whole windows (4 + 4 centres) + 1 content row (1); columns: 4 + 4 + 5 of 6 (4)
+    assert ours.stages[2].expedite_plan.clustered_hw((13, 17)) == (9, 12)
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -53,6 +53,32 @@ def test_window_path_matches_per_window_loop(hw, K, k, window, normalize, neighb
     torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("hw,K,k,window", [
+    ((17, 30), 12, 8, 5),     # partial windows at the bottom, the right and the corner
+    ((40, 40), 12, 8, 7),     # Mask2Former's 640 ADE20K stage-3 map: 4 content rows left
+    ((9, 7), 6, 4, 3),
+    ((24, 24), 12, 8, 3),     # no partial window: the same as padding
+])
+def test_content_only_clustering_matches_per_window_loop(hw, K, k, window):
+    """``pad=False``: each window's content alone, ``ceil(r k / K) x ceil(c k / K)`` centres."""
+    B, C = 2, 16
+    z = torch.randn(B, hw[0] * hw[1], C, dtype=torch.float64) * 3
+    make = lambda grid: TokenClustering(grid, window=window, temperature=20.0)  # noqa: E731
+    reconstruction = TokenReconstruction(k=10, temperature=20.0, normalize="l2")
+    ref_map, states = naive_window.cluster_content_per_window(z, hw, K, (k, k), make)
+    ref_out = naive_window.reconstruct_content_per_window(refine(ref_map), states, hw,
+                                                          reconstruction)
+    centres, state = cluster_windows(make((k, k)), z, hw, K, pad=False)
+    assert state.clustered_hw == tuple(ref_map.shape[1:3])
+    torch.testing.assert_close(centres, ref_map.reshape(B, -1, C), atol=1e-5, rtol=1e-5)
+    refined = refine(centres.view(B, *state.clustered_hw, C)).reshape(B, -1, C)
+    out = reconstruct_windows(reconstruction, refined, state)
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+    if hw[0] % K or hw[1] % K:
+        padded = cluster_windows(make((k, k)), z, hw, K)[1].clustered_hw
+        assert state.clustered_hw[0] * state.clustered_hw[1] < padded[0] * padded[1]
+
+
 def test_one_window_matches_the_spec_rederivation():
     """Ties the window path to tests/naive.py (float64, dense masks), not only to the op."""
     K, k, C = 12, 8, 8

@@ -8,7 +8,9 @@ The backbones are registered into the registries of the installed OpenMMLab pack
 :func:`register_all_modules` (what ``import expedite_mm.models`` does). A config's
 ``custom_imports=dict(imports=['expedite_mm'])`` registers them too: when this package is
 imported while mmengine is already loaded -- as it is whenever a config is being read --
-it registers at once.
+it registers at once. Checkpoints are loaded safely inside
+:func:`expedite_mm.utils.checkpoint.checkpoint_policy` (our tools do); importing changes
+nothing in torch's loading.
 """
 import sys
 

@@ -2,14 +2,17 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir D] [--cfg-options k=v ...]
         [--out results.pkl] [--metrics-json FILE] [--show-dir D] [--trust-checkpoint]
+        [--allow-partial-load]
     torchrun --nproc_per_node N tools/test.py CONFIG CHECKPOINT --launcher pytorch
 
 An mmengine ``Runner`` runs the config's test loop and evaluator; the registry scope comes
 from the config's ``default_scope`` (mmseg or mmdet), and our configs import
-``expedite_mm`` through ``custom_imports``. Official checkpoints load with torch's safe
-``weights_only`` unpickling plus an allow-list of the types they hold; a file holding
-anything else is refused unless ``--trust-checkpoint`` is given. Without CUDA,
-distributed runs use the gloo backend on the CPU.
+``expedite_mm`` through ``custom_imports``. CHECKPOINT (a path, an http(s):// URL,
+open-mmlab://...) loads with torch's safe ``weights_only`` unpickling plus an allow-list of
+the types official checkpoints hold; a file holding anything else is refused unless
+``--trust-checkpoint`` is given. Its weights must fit the model exactly (missing,
+unexpected or mis-shaped tensors are an error naming them) unless ``--allow-partial-load``
+is given. Without CUDA, distributed runs use the gloo backend on the CPU.
 """
 from __future__ import annotations
 
@@ -18,7 +21,34 @@ import json
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from expedite_mm.utils.config import CfgOptionsAction
+
+
+class CheckedLoadRunner(Runner):
+    """mmengine's ``Runner`` whose ``load_from`` must fit the model: mmengine loads it
+    non-strictly and only logs what did not fit (a partly random model then reports
+    metrics); here that is a :class:`~expedite_mm.utils.checkpoint.CheckpointMismatchError`
+    naming the first keys, unless ``allow_partial_load``."""
+
+    allow_partial_load = False
+
+    def load_checkpoint(self, filename, map_location="cpu", strict=False,
+                        revise_keys=[(r"^module.", "")]):  # noqa: B006 (mmengine's signature)
+        from mmengine.model import is_model_wrapper
+        from mmengine.runner.checkpoint import _load_checkpoint
+
+        from expedite_mm.utils.checkpoint import load_state_dict_checked
+        checkpoint = _load_checkpoint(filename, map_location=map_location)
+        self.call_hook("after_load_checkpoint", checkpoint=checkpoint)
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        load_state_dict_checked(model, checkpoint, source=filename, revise_keys=revise_keys,
+                                allow_partial=self.allow_partial_load and not strict)
+        self._has_loaded = True
+        self.logger.info(f"Load checkpoint from {filename}")
+        return checkpoint
 
 
 def parse_args(argv=None):
@@ -34,7 +64,11 @@ def parse_args(argv=None):
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="load a checkpoint holding objects outside the allow-list "
                              "(unpickling can run code from the file: only for files you trust)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction,
+    parser.add_argument("--allow-partial-load", action="store_true",
+                        help="accept a checkpoint whose weights do not all fit the model "
+                             "(missing/unexpected keys, other shapes): only a warning, the "
+                             "rest keeps its initial values")
+    parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction,
                         help="override config settings, key=value (as in mmseg/mmdet)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"],
                         default="none", help="job launcher")
@@ -64,9 +98,7 @@ def _dump_metric(cfg: Config, out: str) -> dict:
     return dict(type="mmengine.DumpResults", out_file_path=out)
 
 
-def build_runner(args):
-    from mmengine.runner import Runner
-
+def build_runner(args) -> CheckedLoadRunner:
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options:
@@ -84,7 +116,9 @@ def build_runner(args):
         cfg.test_evaluator = evaluators + [_dump_metric(cfg, args.out)]
     if args.launcher == "pytorch":
         _init_cpu_distributed(cfg)
-    return Runner.from_cfg(cfg)
+    runner = CheckedLoadRunner.from_cfg(cfg)
+    runner.allow_partial_load = args.allow_partial_load
+    return runner
 
 
 def _init_cpu_distributed(cfg: Config) -> None:
@@ -106,6 +140,7 @@ def main(argv=None) -> dict:
     from mmengine.dist import is_main_process
 
     runner = build_runner(args)
+    # the Runner loads load_from inside test(): every scheme through the safe loader
     with checkpoint_policy(trust=args.trust_checkpoint, source=args.checkpoint):
         metrics = runner.test()
     if is_main_process():

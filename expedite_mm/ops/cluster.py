@@ -103,11 +103,20 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def _static_size(hw: Sequence) -> Tuple[int, int]:
+    """``hw`` as python ints. Under ``torch.jit.trace`` (fvcore) sizes taken from
+    ``tensor.shape`` arrive as 0-dim tensors; the cluster grid is a shape, so a trace is
+    specialised to the input size anyway and reading the value is what we want."""
+    return int(hw[0]), int(hw[1])
+
+
 def resolve_grid(grid: GridSpec, hw: Tuple[int, int]) -> Tuple[int, int]:
-    """The cluster grid ``(h, w)`` for a token grid ``hw``; a ratio is rounded per side."""
+    """The cluster grid ``(h, w)`` for a token grid ``hw``; a ratio is rounded per side
+    (python ``round``: halves to even)."""
     grid = validate_grid(grid)
     if isinstance(grid, float):
-        return max(1, int(round(hw[0] * grid))), max(1, int(round(hw[1] * grid)))
+        height, width = _static_size(hw)
+        return max(1, int(round(height * grid))), max(1, int(round(width * grid)))
     return grid
 
 
@@ -115,7 +124,8 @@ def can_cluster(grid: GridSpec, hw: Tuple[int, int]) -> bool:
     """Whether clustering an ``hw`` token grid to ``grid`` gives fewer tokens: the cluster
     grid fits in both directions and has fewer cells than there are tokens."""
     h, w = resolve_grid(grid, hw)
-    return h <= hw[0] and w <= hw[1] and h * w < hw[0] * hw[1]
+    height, width = _static_size(hw)
+    return h <= height and w <= width and h * w < height * width
 
 
 # --------------------------------------------------------------------------- layout

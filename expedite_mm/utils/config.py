@@ -5,13 +5,28 @@ scope), so a config works here exactly as it does in ``tools/test.py``.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
 
 EXPEDITE_SWITCHES = ("cluster_after", "reconstruct_after")
+
+
+class CfgOptionsAction(DictAction):
+    """mmengine's ``--cfg-options key=value ...`` parser, with a usage error naming the
+    item when one is not ``key=value`` (mmengine fails with a bare unpacking error)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for item in [values] if isinstance(values, str) else values or []:
+            key = item.split("=", 1)[0]
+            if "=" not in item or not key:
+                raise argparse.ArgumentError(
+                    self, f"expected key=value (e.g. model.backbone.cluster_after=8), "
+                          f"got {item!r}")
+        super().__call__(parser, namespace, values, option_string)
 
 
 def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:
@@ -42,23 +57,27 @@ def disable_expedite(cfg: Config) -> Config:
 
 
 def build_model(cfg: Config, checkpoint: Optional[str] = None, device: str = "cpu",
-                trust_checkpoint: bool = False) -> torch.nn.Module:
+                trust_checkpoint: bool = False, allow_partial_load: bool = False
+                ) -> torch.nn.Module:
     """Build ``cfg.model`` in the config's default scope (eval mode), optionally loaded.
 
     Without a checkpoint the weights are the random initialisation of the modules
-    (``init_cfg``/``pretrained`` downloads are not triggered).
+    (``init_cfg``/``pretrained`` downloads are not triggered). A checkpoint (path or URL)
+    loads safely (:func:`~expedite_mm.utils.checkpoint.load_checkpoint_file`) and must fit
+    the model exactly unless ``allow_partial_load``
+    (:func:`~expedite_mm.utils.checkpoint.load_state_dict_checked`).
     """
     from mmengine.registry import MODELS, init_default_scope
-    from mmengine.runner.checkpoint import load_checkpoint
 
-    from .checkpoint import checkpoint_policy
+    from .checkpoint import load_checkpoint_file, load_state_dict_checked
 
     import_custom_modules(cfg)
     init_default_scope(cfg.get("default_scope", "mmseg"))
     model = MODELS.build(copy.deepcopy(cfg.model))   # builders may edit the dict they get
     if checkpoint is not None:
-        with checkpoint_policy(trust_checkpoint, source=checkpoint):
-            load_checkpoint(model, checkpoint, map_location="cpu", strict=False)
+        loaded = load_checkpoint_file(checkpoint, map_location="cpu", trust=trust_checkpoint)
+        load_state_dict_checked(model, loaded, allow_partial=allow_partial_load,
+                                source=checkpoint)
     return model.to(device).eval()
 
 

@@ -1,6 +1,7 @@
 """Inference latency of a config, expedited vs expediting disabled, in one interleaved run.
 
-    python tools/analysis/benchmark.py CONFIG [--checkpoint FILE] [--device cpu|cuda] [--fp16]
+    python tools/analysis/benchmark.py CONFIG [--checkpoint FILE|URL [--trust-checkpoint]
+        [--allow-partial-load]] [--device cpu|cuda] [--fp16]
         [--batch-size 1] [--repeat 20] [--warmup 3] [--shape H W] [--mode predict|tensor]
         [--cfg-options k=v ...] [--json FILE]
 
@@ -18,7 +19,7 @@ import argparse
 import contextlib
 import json
 
-from mmengine.config import DictAction
+from expedite_mm.utils.config import CfgOptionsAction
 
 
 def parse_args(argv=None):
@@ -27,6 +28,8 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", help="weights to load into both models (optional)")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="load a checkpoint holding arbitrary objects (unsafe unpickling)")
+    parser.add_argument("--allow-partial-load", action="store_true",
+                        help="accept a checkpoint whose weights do not all fit the model")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--fp16", action="store_true", help="autocast to float16 (CUDA)")
     parser.add_argument("--batch-size", type=int, default=1)
@@ -36,7 +39,7 @@ def parse_args(argv=None):
                         help="input H W (or one size); default: the config's test size")
     parser.add_argument("--mode", default="predict", choices=("predict", "tensor"))
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, default={})
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     if args.fp16 and args.device != "cuda":
@@ -66,7 +69,8 @@ def main(argv=None) -> dict:
     cfg = load_config(args.config, args.cfg_options)
     shape = tuple((args.shape * 2)[:2]) if args.shape else default_input_shape(cfg)
 
-    expedited = build_model(cfg, args.checkpoint, args.device, args.trust_checkpoint)
+    expedited = build_model(cfg, args.checkpoint, args.device, args.trust_checkpoint,
+                            args.allow_partial_load)
     stock = build_model(disable_expedite(cfg), device=args.device)
     stock.load_state_dict(expedited.state_dict())
     inputs, samples = synthetic_batch(expedited, shape, args.batch_size, args.device)

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from mmengine.config import DictAction
+from expedite_mm.utils.config import CfgOptionsAction
 
 
 def parse_args(argv=None):
@@ -24,7 +24,7 @@ def parse_args(argv=None):
     parser.add_argument("--shape", type=int, nargs="+", metavar="N",
                         help="input H W (or one size for a square); default: the config's "
                              "test crop / resize")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+    parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, default={},
                         help="override config settings, key=value")
     parser.add_argument("--backbone-only", action="store_true",
                         help="count only the backbone (large detectors at large inputs)")

@@ -3,7 +3,7 @@
     python tools/analysis/sweep.py CONFIG [--alpha 10 ...] [--grid 8 12 16 20x28 ...]
         [--window 5 ...] [--iters 5 ...] [--temperature 50 ...] [--k 20 ...]
         [--reducer Cluster AvgPool AvgPool+Bilinear Cluster+Bilinear EViT ToMe]
-        [--downsample 592 576 ...] [--checkpoint FILE [--trust-checkpoint]]
+        [--downsample 592 576 ...] [--checkpoint FILE [--trust-checkpoint] [--allow-partial-load]]
         [--no-benchmark] [--device cpu|cuda] [--fp16] [--repeat 10] [--warmup 2]
         [--mode predict|tensor] [--shape H W] [--metric mIoU] [--cfg-options k=v ...]
         [--out-dir DIR] [--csv FILE] [--png FILE] [--plot-x ...] [--plot-y ...]
@@ -40,7 +40,7 @@ import subprocess
 import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from mmengine.config import DictAction
+from expedite_mm.utils.config import CfgOptionsAction
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SETTINGS = ["reducer", "alpha", "grid", "window", "iters", "temperature", "k", "input"]
@@ -74,7 +74,10 @@ def parse_args(argv=None):
                         help="also the stock model with the input's short side scaled to these")
     parser.add_argument("--checkpoint", help="weights: with them, tools/test.py evaluates "
                         "every row on the config's test set")
-    parser.add_argument("--trust-checkpoint", action="store_true")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load a checkpoint holding arbitrary objects (unsafe unpickling)")
+    parser.add_argument("--allow-partial-load", action="store_true",
+                        help="accept a checkpoint whose weights do not all fit the model")
     parser.add_argument("--metric", help="which metric to record (default: mIoU, else the first)")
     parser.add_argument("--no-benchmark", action="store_true", help="skip the latency")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -85,7 +88,7 @@ def parse_args(argv=None):
     parser.add_argument("--mode", default="predict", choices=("predict", "tensor"))
     parser.add_argument("--shape", type=int, nargs="+", metavar="N",
                         help="input H W for GFLOPs/latency (default: the config's test size)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, default={})
     parser.add_argument("--out-dir", default="work_dirs/sweep")
     parser.add_argument("--csv", help="default: OUT_DIR/sweep.csv")
     parser.add_argument("--png", help="default: OUT_DIR/sweep.png")
@@ -278,7 +281,7 @@ class Measurer:
         from expedite_mm.utils.flops import model_flops
         self.args, self.cfg, self.shape = args, cfg, shape
         self.stock = build_model(disable_expedite(cfg), args.checkpoint, args.device,
-                                 args.trust_checkpoint)
+                                 args.trust_checkpoint, args.allow_partial_load)
         self.stock_flops = model_flops(self.stock, shape)
         self.stock_latency: Optional[float] = None
 
@@ -375,6 +378,8 @@ def evaluate(args, cfg, row: Dict[str, str]) -> Dict[str, Any]:
                "--metrics-json", metrics_path]
     if args.trust_checkpoint:
         command.append("--trust-checkpoint")
+    if args.allow_partial_load:
+        command.append("--allow-partial-load")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [ROOT] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
     done = subprocess.run(command, env=env, capture_output=True, text=True)

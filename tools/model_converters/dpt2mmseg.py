@@ -50,7 +50,7 @@ import os.path as osp
 import re
 import sys
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 from torch import Tensor
 
@@ -86,6 +86,14 @@ _RULES: List[Tuple[re.Pattern, str]] = [(re.compile(p), t) for p, t in [
 # Weights DPT's forward never uses.
 _UNUSED = re.compile(r"^(pretrained\.model\.(norm|head)\.|"
                      r"scratch\.refinenet4\.resConfUnit1\.)")
+
+
+# What convert_dpt_hybrid accepts, for error messages.
+_EXPECTED_LAYOUT = (
+    "pretrained.model.{cls_token, pos_embed, patch_embed.backbone.{stem, stages.S.blocks.B}.*, "
+    "patch_embed.proj.*, blocks.N.*, norm.*, head.*}, "
+    "pretrained.act_postprocess{3,4}.*, scratch.layerN_rn.weight, "
+    "scratch.refinenetN.{resConfUnit1, resConfUnit2, out_conv}.*, scratch.output_conv.{0,2,4}.*")
 
 
 class DPTConversionError(ValueError):
@@ -129,6 +137,9 @@ def convert_dpt_hybrid(state_dict: Mapping[str, Tensor]
         if _UNUSED.match(name):
             dropped.append(name)
             continue
+        if not isinstance(value, Tensor):
+            raise DPTConversionError(f"{name}: expected a tensor, got a {type(value).__name__} "
+                                     f"(a DPT release maps names to tensors)")
         new_name = _convert_name(name)
         if not new_name:
             unknown.append(name)
@@ -137,17 +148,20 @@ def convert_dpt_hybrid(state_dict: Mapping[str, Tensor]
     if unknown:
         raise DPTConversionError(
             f"keys not in a DPT hybrid checkpoint: {unknown[:10]}"
-            f"{' ...' if len(unknown) > 10 else ''}")
+            f"{' ...' if len(unknown) > 10 else ''}; expected {_EXPECTED_LAYOUT}")
     return converted, dropped
 
 
-def extract_state_dict(checkpoint: Mapping) -> Dict[str, Tensor]:
+def extract_state_dict(checkpoint: Any) -> Dict[str, Tensor]:
     """The weights of a release file: a bare state dict or ``{"model": ..., ...}``."""
-    state_dict = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) else None
+    from expedite_mm.utils.checkpoint import describe_payload
+    state_dict = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) \
+        else checkpoint
     if not isinstance(state_dict, Mapping) or not any(
             str(k).startswith("pretrained.") for k in state_dict):
-        raise DPTConversionError("expected an official DPT checkpoint: a state dict (or a "
-                                 "dict with 'model') holding 'pretrained.*' and 'scratch.*'")
+        raise DPTConversionError(f"expected an official DPT checkpoint: a state dict (or a "
+                                 f"dict with 'model') holding 'pretrained.*' and 'scratch.*', "
+                                 f"got {describe_payload(state_dict)}")
     return dict(state_dict)
 
 

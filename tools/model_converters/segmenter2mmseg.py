@@ -23,7 +23,7 @@ import os.path as osp
 import re
 import sys
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from torch import Tensor
 
@@ -63,6 +63,14 @@ _DECODER_TRANSPOSED = {
 _UNUSED = re.compile(r"^encoder\.head\.")
 
 
+# What convert_segmenter accepts, for error messages.
+_EXPECTED_LAYOUT = (
+    "encoder.{patch_embed.proj.*, cls_token, pos_embed, norm.*, head.* (dropped), "
+    "blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}.*} and "
+    "decoder.{cls_emb, proj_dec.*, proj_patch, proj_classes, decoder_norm.*, mask_norm.*, "
+    "blocks.N.*}")
+
+
 class SegmenterConversionError(ValueError):
     """The checkpoint is not an original Segmenter ViT + mask-transformer checkpoint."""
 
@@ -99,6 +107,10 @@ def convert_segmenter(state_dict: Mapping[str, Tensor]) -> "OrderedDict[str, Ten
     for name, value in state_dict.items():
         if _UNUSED.match(name):
             continue
+        if not isinstance(value, Tensor):
+            raise SegmenterConversionError(
+                f"{name}: expected a tensor, got a {type(value).__name__} (an original "
+                f"Segmenter 'model' entry maps names to tensors)")
         new_name = None
         if name.startswith("encoder."):
             part = name[len("encoder."):]
@@ -107,6 +119,10 @@ def convert_segmenter(state_dict: Mapping[str, Tensor]) -> "OrderedDict[str, Ten
         elif name.startswith("decoder."):
             part = name[len("decoder."):]
             if part in _DECODER_TRANSPOSED:
+                if value.dim() != 2 or value.shape[0] != value.shape[1]:
+                    raise SegmenterConversionError(
+                        f"{name}: expected a square (d, d) matrix (the original applies it "
+                        f"as x @ {part}), got shape {tuple(value.shape)}")
                 new_name = "decode_head." + _DECODER_TRANSPOSED[part]
                 value = value.t().contiguous()
             else:
@@ -119,21 +135,24 @@ def convert_segmenter(state_dict: Mapping[str, Tensor]) -> "OrderedDict[str, Ten
     if unknown:
         raise SegmenterConversionError(
             f"keys not in an original Segmenter ViT + mask-transformer checkpoint: "
-            f"{unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
+            f"{unknown[:10]}{' ...' if len(unknown) > 10 else ''}; expected "
+            f"{_EXPECTED_LAYOUT}")
     if not any(k.startswith("decode_head.") for k in converted):
         raise SegmenterConversionError("no mask-transformer decoder (decoder.*) weights found")
     return converted
 
 
-def extract_state_dict(checkpoint: Mapping) -> Dict[str, Tensor]:
+def extract_state_dict(checkpoint: Any) -> Dict[str, Tensor]:
     """The model weights of an original Segmenter checkpoint (``"model"``) or a bare
     state dict."""
-    state_dict = checkpoint.get("model", checkpoint)
+    from expedite_mm.utils.checkpoint import describe_payload
+    state_dict = checkpoint.get("model", checkpoint) if isinstance(checkpoint, Mapping) \
+        else checkpoint
     if not isinstance(state_dict, Mapping) or not any(
             str(k).startswith("encoder.") for k in state_dict):
         raise SegmenterConversionError(
-            "expected an original Segmenter checkpoint: a dict with 'model' holding "
-            "'encoder.*' and 'decoder.*' weights")
+            f"expected an original Segmenter checkpoint: a dict with 'model' holding "
+            f"'encoder.*' and 'decoder.*' weights, got {describe_payload(state_dict)}")
     return dict(state_dict)
 
 

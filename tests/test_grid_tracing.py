@@ -11,7 +11,7 @@ import pytest
 import torch
 from mmseg.registry import MODELS
 
-import expedite_mm  # noqa: F401  (registers ExpeditedViT)
+import expedite_mm.models  # noqa: F401  (registers ExpeditedViT)
 from expedite_mm.ops import can_cluster, resolve_grid
 
 

@@ -13,12 +13,22 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_default_scope():
-    """Undo the mmengine default scope a test set (init_default_scope / build_model), so a
-    later test building from mmdet's registry does not get mmseg's class, and vice versa."""
+def _restoring_default_scope():
     from mmengine.registry import DefaultScope
     saved = DefaultScope._instance_dict.copy()
     yield
     DefaultScope._instance_dict.clear()
     DefaultScope._instance_dict.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_default_scope():
+    """Undo the mmengine default scope a test set (init_default_scope / build_model), so a
+    later test building from mmdet's registry does not get mmseg's class, and vice versa."""
+    yield from _restoring_default_scope()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _isolated_default_scope_per_module():
+    """The same for module-scoped fixtures (they are set up outside any single test)."""
+    yield from _restoring_default_scope()

@@ -36,7 +36,19 @@ RELEASED = {
         ("dpt_hybrid-r50-vitb16_expedite-a3-14x14_nyu-480x640.py", "alpha 2, 14x14", 395.0),
     ]),
 }
-TOLERANCE = 0.05
+# Our whole-model ratios, measured (fvcore); pinned, and the gap to the release's reported
+# on its own: within 0.01, which the other reading of the release's alpha (clustering
+# after block alpha, 0-based, read as after layer alpha: one layer earlier, every ratio
+# ~0.03 lower) does not reach.
+MEASURED = {
+    "dpt_hybrid-r50-vitb16_expedite-a7-14x56_kitti-352x1216.py": 0.8852,
+    "dpt_hybrid-r50-vitb16_expedite-a5-20x20_kitti-352x1216.py": 0.7772,
+    "dpt_hybrid-r50-vitb16_expedite-a5-16x16_kitti-352x1216.py": 0.7563,
+    "dpt_hybrid-r50-vitb16_expedite-a7-24x24_nyu-480x640.py": 0.8942,
+    "dpt_hybrid-r50-vitb16_expedite-a5-16x16_nyu-480x640.py": 0.7820,
+    "dpt_hybrid-r50-vitb16_expedite-a3-14x14_nyu-480x640.py": 0.7040,
+}
+PIN, PUBLISHED_GAP, OTHER_READING_GAP = 0.002, 0.01, 0.015
 
 
 class WholeModel(torch.nn.Module):
@@ -106,13 +118,19 @@ def test_gflops_ratios_match_the_released_rows(dataset):
              f"published {published_stock}"]
     failures = []
     for path, row, published in rows:
-        model = build_model(Config.fromfile(osp.join(DPT, path)))
+        cfg = Config.fromfile(osp.join(DPT, path))
+        model = build_model(cfg)
         assert model.backbone.expedited
-        expedited = whole - stock_vit + vit_flops(model.backbone, shape)
-        ratio, published_ratio = expedited / whole, published / published_stock
-        lines.append(f"  {row:15s} {path}: {expedited / 1e9:.1f} GFLOPs, ratio {ratio:.3f} "
-                     f"(published {published} / {published_stock} = {published_ratio:.3f})")
-        if abs(ratio - published_ratio) > TOLERANCE:
+        ratio = (whole - stock_vit + vit_flops(model.backbone, shape)) / whole
+        published_ratio = published / published_stock
+        # the release's alpha read the other way: clustering one layer earlier
+        cfg.model.backbone.cluster_after -= 1
+        other = (whole - stock_vit + vit_flops(build_model(cfg).backbone, shape)) / whole
+        lines.append(f"  {row:15s} {path}: ratio {ratio:.4f} (pinned {MEASURED[path]}), "
+                     f"published {published} / {published_stock} = {published_ratio:.4f} "
+                     f"(gap {ratio - published_ratio:+.4f}); other alpha reading {other:.4f}")
+        if abs(ratio - MEASURED[path]) > PIN or abs(ratio - published_ratio) > PUBLISHED_GAP \
+                or abs(other - published_ratio) < OTHER_READING_GAP:
             failures.append(row)
     print("\n".join(lines))
     assert not failures, "\n".join(lines)

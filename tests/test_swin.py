@@ -323,6 +323,9 @@ SWIN_L = dict(pretrain_img_size=384, embed_dims=192, depths=[2, 2, 18, 2],
 RELEASED_OPS = dict(clustered_window_size=8, cluster_window=7, temperature=20.0,
                     reconstruct_k=10, reconstruct_normalize="l2")
 PUBLISHED_RATIOS = {6: 663 / 937, 8: 705 / 937}   # backbone GFLOPs, COCO alpha10 / alpha12
+# ours (fvcore, 1152x1152, measured): 936.9 -> 684.6 / 727.2 GFLOPs; the constant 0.023 gap
+# to the published ratios is discussed in checkpoints.md (Mask2Former)
+MEASURED_RATIOS = {6: 0.7307, 8: 0.7762}
 
 
 @pytest.mark.slow
@@ -347,5 +350,8 @@ def test_swin_l_backbone_gflops_ratios_match_published():
         del model, report
     assert gflops[None] == pytest.approx(937, abs=1.0)
     for alpha, published in PUBLISHED_RATIOS.items():
-        assert abs(gflops[alpha] / gflops[None] - published) <= 0.03, (alpha, gflops)
+        ratio = gflops[alpha] / gflops[None]
+        print(f"alpha {alpha}: ratio {ratio:.4f}, published {published:.4f}, "
+              f"gap {ratio - published:+.4f}")
+        assert ratio == pytest.approx(MEASURED_RATIOS[alpha], abs=0.002), (alpha, gflops)
         assert expedite_ops[alpha] > 1.0            # the operators are counted, not skipped

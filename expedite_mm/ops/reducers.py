@@ -499,10 +499,11 @@ class LayerwiseTokenDropping(nn.Module):
         n_keep = math.ceil(self.keep_rate * n)
         if n_keep >= n:
             return x
+        attention = attention.to(compute_dtype(attention.dtype))
         if self.score == "mean_attention":
-            score = attention.float().mean(dim=(1, 2))[:, 1:]
+            score = attention.mean(dim=(1, 2))[:, 1:]
         else:
-            score = attention[:, :, 0, 1:].float().mean(dim=1)
+            score = attention[:, :, 0, 1:].mean(dim=1)
         kept, _ = keep_top_tokens(x[:, 1:], score, n_keep, fuse=self.fuse_token,
                                   normalize_fused=False)
         return torch.cat([x[:, :1], kept], dim=1)

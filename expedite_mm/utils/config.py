@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.config import Config, ConfigDict
 
-EXPEDITE_SWITCHES = ("cluster_after", "reconstruct_after")
+# the backbone keys that switch expediting on (classification: also layerwise_reducer)
+EXPEDITE_SWITCHES = ("cluster_after", "reconstruct_after", "layerwise_reducer")
 
 
 def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:
@@ -24,7 +25,8 @@ def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) 
 
 def is_expedited(cfg: Config) -> bool:
     """Whether the config's backbone has expediting switched on."""
-    return cfg.model.get("backbone", {}).get("cluster_after") is not None
+    backbone = cfg.model.get("backbone", {})
+    return any(backbone.get(key) is not None for key in ("cluster_after", "layerwise_reducer"))
 
 
 def disable_expedite(cfg: Config) -> Config:
@@ -71,14 +73,20 @@ def import_custom_modules(cfg: Config) -> None:
 
 
 def default_input_shape(cfg: Config) -> Tuple[int, int]:
-    """The (H, W) a network sees at test time: the slide crop, else the test ``Resize``
-    scale (short side x long side as a square-ish canvas), else the preprocessor size."""
+    """The (H, W) a network sees at test time: the slide crop, else the preprocessor size,
+    else the test pipeline's last ``CenterCrop`` (classification), else its ``Resize``
+    scale (short side x long side as a square-ish canvas)."""
     test_cfg = cfg.model.get("test_cfg") or {}
     if test_cfg.get("mode") == "slide" and test_cfg.get("crop_size"):
         return tuple(test_cfg["crop_size"])
     size = (cfg.model.get("data_preprocessor") or {}).get("size")
     if size:
         return tuple(size)
+    crops = [step["crop_size"] for step in _test_pipeline(cfg)
+             if step.get("type") in ("CenterCrop", "mmcv.CenterCrop") and step.get("crop_size")]
+    if crops:   # mmcv's crop_size is (w, h) or an int
+        crop = crops[-1]
+        return (crop, crop) if isinstance(crop, int) else (crop[1], crop[0])
     for step in _test_pipeline(cfg):
         if step.get("type") in ("Resize", "mmdet.Resize", "RandomResize") and step.get("scale"):
             scale = step["scale"]
@@ -118,8 +126,19 @@ def _data_sample_type(model: torch.nn.Module):
     if module.startswith("mmdet"):
         from mmdet.structures import DetDataSample
         return DetDataSample
+    if module.startswith("mmpretrain"):
+        from mmpretrain.structures import DataSample
+        return DataSample
     from mmseg.structures import SegDataSample
     return SegDataSample
+
+
+def tensor_forward(model: torch.nn.Module, inputs: torch.Tensor, data_samples: List[Any]) -> Any:
+    """The network without post-processing: ``model._forward`` (mmseg, mmdet), or
+    ``model(inputs, data_samples, mode='tensor')`` (mmpretrain classifiers: the logits)."""
+    if hasattr(model, "_forward"):
+        return model._forward(inputs, data_samples)
+    return model(inputs, data_samples, mode="tensor")
 
 
 def set_nested(cfg: Union[Config, ConfigDict, dict], dotted: str, value: Any) -> None:

@@ -299,7 +299,7 @@ class Measurer:
         import torch
 
         from expedite_mm.utils.benchmark import benchmark
-        from expedite_mm.utils.config import synthetic_batch
+        from expedite_mm.utils.config import synthetic_batch, tensor_forward
         args = self.args
         device = torch.device(args.device)
         autocast = (torch.autocast("cuda", dtype=torch.float16) if args.fp16
@@ -312,7 +312,7 @@ class Measurer:
             def call():
                 with torch.no_grad(), autocast:
                     if args.mode == "tensor":
-                        return m._forward(inputs, samples)
+                        return tensor_forward(m, inputs, samples)
                     return m.predict(inputs, samples)
             return call
 

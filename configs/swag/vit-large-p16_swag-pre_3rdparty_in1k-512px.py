@@ -29,6 +29,17 @@ test_pipeline = [
 ]
 val_dataloader = dict(batch_size=32, dataset=dict(pipeline=test_pipeline))
 test_dataloader = dict(batch_size=32, dataset=dict(pipeline=test_pipeline))
-# mmpretrain's VisualizationHook (disabled in a test run anyway) needs torchvision
-default_hooks = dict(visualization=None)
+val_cfg = dict()
+test_cfg = dict()
+# an evaluation config: SWAG's fine-tuning recipe is not reproduced here
+train_dataloader = None
+# mmpretrain's default hooks without its VisualizationHook (which needs torchvision and
+# draws nothing unless enabled)
+default_hooks = dict(
+    _delete_=True,
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=100),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', interval=1),
+    sampler_seed=dict(type='DistSamplerSeedHook'))
 load_from = 'checkpoints/vit-large-p16_swag-pre_3rdparty_in1k-512px.pth'

@@ -525,7 +525,8 @@ class LayerwiseTokenMerging(nn.Module):
             first (missing ones: 0); capped per layer at half the tokens present.
         proportional_attention: default True.
 
-    ``forward(x (B, n, C), keys (B, n, d), size (B, n)) -> (x (B, n - r, C), size)``.
+    ``forward(x (B, n, C), keys (B, n, d), size (B, n), index) -> (x (B, n - r, C), size)``
+    in the layer of 0-based ``index``; ``schedule``: r of every layer.
     """
 
     needs: Tuple[str, ...] = ("keys",)
@@ -541,20 +542,20 @@ class LayerwiseTokenMerging(nn.Module):
                 _is_count(v) and v >= 0 for v in schedule):
             raise ValueError(f"r must be an int >= 0 or a list of at most {depth} ints >= 0 "
                              f"(tokens merged in each layer), got {r!r}")
-        self.r = tuple(int(v) for v in schedule) + (0,) * (depth - len(schedule))
+        self.r = int(r) if _is_count(r) else tuple(int(v) for v in schedule)
+        self.schedule = tuple(int(v) for v in schedule) + (0,) * (depth - len(schedule))
         self.proportional_attention = _validate_bool(proportional_attention,
                                                      "proportional_attention")
 
     def extra_repr(self) -> str:
-        r = self.r[0] if len(set(self.r)) == 1 else self.r
-        return f"r={r}, proportional_attention={self.proportional_attention}"
+        return f"r={self.r}, proportional_attention={self.proportional_attention}"
 
     def acts_in(self, index: int) -> bool:
         """Whether the layer of 0-based ``index`` merges tokens."""
-        return self.r[index] > 0
+        return self.schedule[index] > 0
 
     def forward(self, x: Tensor, keys: Tensor, size: Tensor, index: int) -> Tuple[Tensor, Tensor]:
-        return merge_tokens(x, keys, size, self.r[index], protect_first=True)
+        return merge_tokens(x, keys, size, self.schedule[index], protect_first=True)
 
 
 # --------------------------------------------------------------------------- registry

@@ -57,7 +57,10 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None, device: str = "cp
 
     import_custom_modules(cfg)
     init_default_scope(cfg.get("default_scope", "mmseg"))
-    model = MODELS.build(copy.deepcopy(cfg.model))   # builders may edit the dict they get
+    model_cfg = copy.deepcopy(cfg.model)              # builders may edit the dict they get
+    if cfg.get("data_preprocessor") is not None:      # as the Runner does (mmpretrain configs)
+        model_cfg.setdefault("data_preprocessor", copy.deepcopy(cfg.data_preprocessor))
+    model = MODELS.build(model_cfg)
     if checkpoint is not None:
         with checkpoint_policy(trust_checkpoint, source=checkpoint):
             load_checkpoint(model, checkpoint, map_location="cpu", strict=False)
@@ -65,11 +68,18 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None, device: str = "cp
 
 
 def import_custom_modules(cfg: Config) -> None:
-    """Honour ``custom_imports`` as the Runner does (our configs import expedite_mm)."""
+    """Honour ``custom_imports`` as the Runner does (our configs import expedite_mm).
+
+    ``import expedite_mm`` registers only when mmengine is already loaded; a process that
+    imported ``expedite_mm`` (e.g. this module) before mmengine gets the registration here.
+    """
     from mmengine.utils import import_modules_from_strings
     custom = cfg.get("custom_imports")
     if custom:
         import_modules_from_strings(**custom)
+        if any(str(name).split(".")[0] == "expedite_mm" for name in custom.get("imports", ())):
+            from expedite_mm import register_all_modules
+            register_all_modules()
 
 
 def default_input_shape(cfg: Config) -> Tuple[int, int]:

@@ -51,7 +51,8 @@ _LAYER_RENAMES = {
 
 _RENAMES = {
     "class_token": "backbone.cls_token",
-    "conv_proj": "backbone.patch_embed.projection",
+    "conv_proj.weight": "backbone.patch_embed.projection.weight",
+    "conv_proj.bias": "backbone.patch_embed.projection.bias",
     "encoder.pos_embedding": "backbone.pos_embed",
     "encoder.ln": "backbone.ln1",           # the final norm of mmpretrain's ViT
     "heads.head": "head.layers.head",       # torchvision

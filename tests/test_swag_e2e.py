@@ -1,7 +1,8 @@
 """Classification end to end: tools/test.py with a SWAG-derived config on a synthetic
 ImageNet-format folder (val/*.JPEG + meta/val.txt) the test writes, through mmpretrain's
 ImageNet dataset, SWAG's evaluation pipeline, ImageClassifier and Accuracy; the metric
-equals a hand computation from the dumped predictions and the label file."""
+equals a hand computation from the dumped predictions and the label file. The analysis
+tools (get_flops, benchmark, sweep) on the same classifier."""
 import os
 import os.path as osp
 
@@ -107,3 +108,30 @@ def test_tools_test_top1_top5_equal_hand_computation(tmp_path):
     assert metrics["accuracy/top5"] == pytest.approx(100 * top5 / len(names), abs=1e-4)
     assert metrics["accuracy/top1"] == pytest.approx(50.0, abs=1e-4)
     assert metrics["accuracy/top5"] == pytest.approx(500 / 6, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_flops_benchmark_and_sweep_take_a_classifier(tmp_path):
+    """get_flops (logits traced), benchmark (predict and tensor modes) and sweep on the
+    tiny classification config: stock and expedited side by side."""
+    from harness import load_tool
+    data_root = str(tmp_path / "imagenet")
+    write_imagenet(data_root)
+    config = write_tiny_config(tmp_path, data_root)
+    flops = load_tool("tools/analysis/get_flops.py").main([config])
+    assert flops["shape"] == [64, 64] and 0.5 < flops["ratio_whole"] < 1
+    assert flops["expedited"]["clustering_reconstruction_gflops"] > 0
+    for mode in ("predict", "tensor"):
+        timing = load_tool("tools/analysis/benchmark.py").main(
+            [config, "--repeat", "2", "--warmup", "0", "--no-memory", "--mode", mode])
+        assert timing["stock"]["median_ms"] > 0 and timing["expedited"]["median_ms"] > 0
+    sweep = load_tool("tools/analysis/sweep.py")
+    sweep.main([config, "--grid", "3", "4", "--reducer", "Cluster", "EViT", "--no-benchmark",
+                "--out-dir", str(tmp_path / "sweep")])
+    import csv
+    with open(tmp_path / "sweep" / "sweep.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["reducer"] for r in rows] == ["stock", "Cluster", "Cluster", "EViT", "EViT"]
+    ratios = {(r["reducer"], r["grid"]): float(r["gflops_ratio"]) for r in rows[1:]}
+    assert ratios[("Cluster", "3x3")] < ratios[("Cluster", "4x4")] < 1
+    assert ratios[("EViT", "3x3")] < ratios[("EViT", "4x4")] < 1

@@ -133,6 +133,36 @@ def test_cluster_with_reconstruction_matches_reference(out_type):
         assert outs[-1].shape == (2, 32, 9, 7)
 
 
+@pytest.mark.parametrize("reducer", [dict(type="AvgPool"), dict(type="EViT", fuse=True),
+                                     dict(type="ToMe")])
+def test_one_shot_reducers_cluster_only(reducer):
+    """The paper's one-place baselines at the same budget, class token read from the
+    reduced tokens: layers 1-3, the reducer (guided by layer 4's attention), layers 4-6."""
+    from expedite_mm.ops.reducers import attention_guide, build_reduction
+    stock, ours = build_pair(cluster_after=3, cluster_grid=(4, 3), reducer=reducer)
+    _, module, _, _ = build_reduction(reducer, None, (4, 3), dict(window=5, iters=5,
+                                                                  temperature=1.0),
+                                      dict(k=20, temperature=1.0, normalize="sum",
+                                           neighbours="global", ties="exact"))
+    x = images()
+    with torch.no_grad():
+        (out,) = ours(x)
+        tokens, hw = stock.patch_embed(x)
+        h = torch.cat([stock.cls_token.expand(2, -1, -1), tokens], 1)
+        h = h + stock.resize_pos_embed(stock.pos_embed, stock.patch_resolution, hw,
+                                       mode="bicubic", num_extra_tokens=1)
+        for number, layer in enumerate(stock.layers, start=1):
+            if number == 4:
+                attn = layer.attn
+                guide = attention_guide(layer.ln1(h), attn.qkv.weight, attn.qkv.bias,
+                                        attn.num_heads, module.needs, True)
+                reduced, _ = module(h[:, 1:], hw, **guide)
+                assert reduced.shape[1] == 12
+                h = torch.cat([h[:, :1], reduced], 1)
+            h = layer(h)
+        torch.testing.assert_close(out, stock.ln1(h)[:, 0], rtol=1e-5, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- EViT / ToMe
 @pytest.mark.parametrize("keep_rate,layers,fuse,score", [
     (0.7, (2, 4, 5), True, "mean_attention"), (0.5, (1,), False, "mean_attention"),

@@ -164,7 +164,8 @@ class ResizeEdgeStandIn(BaseTransform):
                  interpolation: str = "bilinear") -> None:
         if edge not in self.EDGES:
             raise ValueError(f"edge must be one of {self.EDGES}, got {edge!r}")
-        self.scale, self.edge, self.backend, self.interpolation = scale, edge, backend, interpolation
+        self.scale, self.edge = scale, edge
+        self.backend, self.interpolation = backend, interpolation
 
     def transform(self, results: dict) -> dict:
         import mmcv

@@ -170,10 +170,13 @@ def plan(args, cfg, shape: Tuple[int, int]) -> List[Dict[str, str]]:
     """Every row's settings as strings (the CSV key), stock first."""
     from expedite_mm.ops.cluster import (DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE,
                                          DEFAULT_WINDOW)
+    from expedite_mm.models.expedite import DEFAULT_CLASSIFICATION_TEMPERATURE
     backbone = cfg.model.backbone
+    temperature = (DEFAULT_CLASSIFICATION_TEMPERATURE
+                   if backbone.get("type") == "ExpeditedVisionTransformer" else DEFAULT_TEMPERATURE)
     defaults = {"window": backbone.get("cluster_window", DEFAULT_WINDOW),
                 "iters": backbone.get("cluster_iters", DEFAULT_ITERS),
-                "temperature": backbone.get("temperature", DEFAULT_TEMPERATURE),
+                "temperature": backbone.get("temperature", temperature),
                 "k": backbone.get("reconstruct_k", DEFAULT_K)}
     alphas = args.alpha or [backbone.get("cluster_after")]
     if alphas == [None]:

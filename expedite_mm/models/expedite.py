@@ -260,20 +260,11 @@ class ClassificationExpediteArgs(ExpediteArgs):
                 raise ValueError("layerwise_reducer replaces the reducer/reconstructor pair; "
                                  "leave reducer and reconstructor unset")
 
-    @property
-    def enabled(self) -> bool:
-        return self.cluster_after is not None or self.layerwise_reducer is not None
-
     def span(self, depth: int, what: str) -> Tuple[Optional[int], Optional[int]]:
         """As :meth:`ExpediteArgs.span`; ``reconstruct_after`` is ``None`` when clustering
         only."""
-        if self.reconstruct or self.cluster_after is None:
-            return super().span(depth, what)
-        if not self.cluster_after < depth:
-            raise ValueError(f"cluster_after must be an int in [0, {depth - 1}] (the number of "
-                             f"{what} before clustering; the backbone has {depth}), "
-                             f"got {self.cluster_after!r}")
-        return self.cluster_after, None
+        cluster_after, reconstruct_after = super().span(depth, what)
+        return cluster_after, reconstruct_after if self.reconstruct else None
 
     def build_layerwise(self, depth: int):
         """The layerwise reducer module for ``depth`` layers, or ``None``."""

@@ -23,6 +23,11 @@ ToMe       bipartite soft matching, merged to M tokens  Unmerge
 both work per Swin window). ``EViT`` and ``ToMe`` keep no grid: their states only make
 sense to their own reconstructor, and they apply to plain ViTs only.
 
+For classification, :data:`LAYERWISE_REDUCERS` hold EViT and ToMe as Expedit-SWAG ran
+them (:class:`LayerwiseTokenDropping`, :class:`LayerwiseTokenMerging`): not one reduction
+to a budget, but steps inside several layers, between attention and MLP, with the class
+token taking part; the shared steps are :func:`keep_top_tokens` and :func:`merge_tokens`.
+
 Some reducers need more than the tokens (``needs``): ``cls_attention`` (B, N), the class
 token's attention to every token, and ``keys`` (B, N, d), attention keys averaged over
 heads. :func:`attention_guide` computes both from an attention layer's own projections;

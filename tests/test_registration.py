@@ -18,8 +18,11 @@ def test_registers_into_installed_packages():
     import expedite_mm
     from mmdet.registry import MODELS as MMDET_MODELS
     from mmseg.registry import DATASETS, METRICS, MODELS, TRANSFORMS
+    from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
     registered = expedite_mm.register_all_modules()
-    assert set(registered) == {"mmseg", "mmdet"}
+    assert set(registered) == {"mmseg", "mmdet", "mmpretrain"}
+    assert "ExpeditedVisionTransformer" in registered["mmpretrain"]
+    assert MMPRETRAIN_MODELS.get("ExpeditedVisionTransformer") is not None
     assert {"ExpeditedViT", "ExpeditedSwin", "ExpeditedSwinV2"} <= set(registered["mmseg"])
     assert {"ExpeditedSwin", "ExpeditedSwinV2"} <= set(registered["mmdet"])
     for name in registered["mmseg"]:

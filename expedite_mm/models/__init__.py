@@ -3,14 +3,18 @@
 Importing this module (``expedite_mm.register_all_modules()``, or a config's
 ``custom_imports=dict(imports=['expedite_mm'])``) registers
 ``ExpeditedViT`` and ``ExpeditedSwin`` into mmseg's ``MODELS`` when mmseg is installed,
-``ExpeditedSwin`` into mmdet's, and ``ExpeditedSwinV2`` into both when mmpretrain is
-there too; a package that is not installed is skipped. A package that is installed but
+``ExpeditedSwin`` into mmdet's, ``ExpeditedVisionTransformer`` (classification) into
+mmpretrain's, and ``ExpeditedSwinV2`` into mmdet's and mmseg's when mmpretrain is there
+too; a package that is not installed is skipped. Without torchvision, mmpretrain's
+registries are made usable for our classification configs first
+(:mod:`expedite_mm.models.mmpretrain_compat`). A package that is installed but
 fails to import raises, so a broken environment is not silently ignored.
 """
 import importlib.util
 import warnings
 
-from .expedite import ExpediteArgs, ExpediteMixin, WindowExpediteArgs
+from .expedite import (ClassificationExpediteArgs, ExpediteArgs, ExpediteMixin,
+                       WindowExpediteArgs)
 
 # mmengine 0.10 resolves `mmseg::`/`mmdet::` config bases through pkg_resources, which
 # setuptools (>= 77, needed by torch >= 2.6) deprecates loudly on every lookup; harmless.
@@ -29,6 +33,10 @@ if importlib.util.find_spec("mmdet") is not None:
     REGISTERED.setdefault("mmdet", []).append("ExpeditedSwin")
 
 if importlib.util.find_spec("mmpretrain") is not None:
+    from .mmpretrain_compat import prepare as _prepare_mmpretrain
+    _stand_ins = _prepare_mmpretrain()          # [] with torchvision installed
+    from .vit_mmpretrain import register as _register_classification
+    REGISTERED["mmpretrain"] = _register_classification() + _stand_ins
     # ExpeditedSwinV2: one class on mmpretrain's SwinTransformerV2, registered (with the
     # stock class) for the detection/segmentation packages that are installed
     from .swinv2 import register_in as _register_swinv2
@@ -36,4 +44,5 @@ if importlib.util.find_spec("mmpretrain") is not None:
         if importlib.util.find_spec(_package) is not None:
             REGISTERED.setdefault(_package, []).extend(_register_swinv2(_package))
 
-__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ExpediteMixin", "REGISTERED"]
+__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ClassificationExpediteArgs", "ExpediteMixin",
+           "REGISTERED"]

@@ -21,10 +21,14 @@ from ..ops.cluster import (DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE, DEFAUL
                            NEIGHBOURS, NORMALIZATIONS, TIES, GridSpec, can_cluster, resolve_grid,
                            validate_choice, validate_grid, validate_int,
                            validate_temperature, validate_window)
-from ..ops.reducers import GRID_REDUCERS, REDUCERS, build_reduction
+from ..ops.reducers import GRID_REDUCERS, REDUCERS, build_layerwise_reducer, build_reduction
 from ..ops.window import DEFAULT_WINDOW_K
 
 DEFAULT_GRID = 0.7  # 28x28 clusters for 40x40 tokens, the paper's main setting
+# Expedit-SWAG's clustering temperature for ImageNet (its factor cluster_temperture=1)
+DEFAULT_CLASSIFICATION_TEMPERATURE = 1.0
+_CLASSIFICATION_ONLY = ("classification backbones (mmpretrain's ExpeditedVisionTransformer) "
+                        "only")
 
 
 def _optional_int(value: Any, name: str) -> Optional[int]:
@@ -88,6 +92,8 @@ class ExpediteArgs:
         "clustered_window_size": "ViT backbones take cluster_grid (the h x w centres of the "
                                  "whole token grid)",
         "stage": "ViT backbones have no stages; cluster_after counts layers",
+        "reconstruct": "reconstruct=False (cluster only) is for " + _CLASSIFICATION_ONLY,
+        "layerwise_reducer": "layerwise_reducer is for " + _CLASSIFICATION_ONLY,
     }
 
     def __post_init__(self) -> None:
@@ -188,6 +194,8 @@ class WindowExpediteArgs(ExpediteArgs):
     _other_family: ClassVar[Dict[str, str]] = {
         "cluster_grid": "windowed backbones cluster every K x K window to k x k centres; set "
                         "clustered_window_size=k instead",
+        "reconstruct": "reconstruct=False (cluster only) is for " + _CLASSIFICATION_ONLY,
+        "layerwise_reducer": "layerwise_reducer is for " + _CLASSIFICATION_ONLY,
     }
 
     def _validate_family(self) -> None:
@@ -207,6 +215,60 @@ class WindowExpediteArgs(ExpediteArgs):
     @classmethod
     def names(cls) -> Tuple[str, ...]:
         return tuple(name for name in super().names() if name != "cluster_grid")
+
+
+@dataclass(frozen=True)
+class ClassificationExpediteArgs(ExpediteArgs):
+    """The expedite arguments of a classification ViT (``ExpeditedVisionTransformer``).
+
+    Those of :class:`ExpediteArgs`, with ``temperature`` defaulting to 1 (Expedit-SWAG's
+    ImageNet setting), plus:
+
+    Args:
+        reconstruct: ``False`` (default, as Expedit-SWAG): cluster only -- the layers after
+            ``cluster_after`` and the final norm run on the centres and the class token is
+            read from them (``reconstruct_after`` must stay unset; ``out_type`` must be
+            ``'cls_token'``). ``True``: restore full resolution after ``reconstruct_after``
+            (default the last layer) as the dense backbones do; every ``out_type`` works.
+        layerwise_reducer: ``dict(type='EViT', ...)`` or ``dict(type='ToMe', ...)``: EViT /
+            ToMe as Expedit-SWAG ran them, reducing tokens inside several layers (see
+            ``expedite_mm.ops.reducers.LayerwiseTokenDropping`` / ``LayerwiseTokenMerging``
+            for the options) instead of clustering; set it without ``cluster_after`` (and
+            without ``reducer``). ``None`` (default): none.
+    """
+
+    temperature: float = DEFAULT_CLASSIFICATION_TEMPERATURE
+    reconstruct: bool = False
+    layerwise_reducer: Optional[Dict[str, Any]] = None
+
+    _other_family: ClassVar[Dict[str, str]] = {
+        name: hint for name, hint in ExpediteArgs._other_family.items()
+        if name not in ("reconstruct", "layerwise_reducer")}
+
+    def _validate_family(self) -> None:
+        super()._validate_family()
+        if not isinstance(self.reconstruct, bool):
+            raise ValueError(f"reconstruct must be True or False, got {self.reconstruct!r}")
+        if not self.reconstruct and self.reconstruct_after is not None:
+            raise ValueError("reconstruct_after is set but reconstruct=False (cluster only); "
+                             "set reconstruct=True to restore full resolution")
+        if self.layerwise_reducer is not None:
+            if self.cluster_after is not None:
+                raise ValueError("layerwise_reducer and cluster_after are both set; a "
+                                 "layerwise reducer replaces clustering: set one of them")
+            if self.reducer is not None or self.reconstructor is not None:
+                raise ValueError("layerwise_reducer replaces the reducer/reconstructor pair; "
+                                 "leave reducer and reconstructor unset")
+
+    def span(self, depth: int, what: str) -> Tuple[Optional[int], Optional[int]]:
+        """As :meth:`ExpediteArgs.span`; ``reconstruct_after`` is ``None`` when clustering
+        only."""
+        cluster_after, reconstruct_after = super().span(depth, what)
+        return cluster_after, reconstruct_after if self.reconstruct else None
+
+    def build_layerwise(self, depth: int):
+        """The layerwise reducer module for ``depth`` layers, or ``None``."""
+        return build_layerwise_reducer(self.layerwise_reducer, depth)
 
 
 class ExpediteMixin:
@@ -263,4 +325,5 @@ class ExpediteMixin:
         return False
 
 
-__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ExpediteMixin", "DEFAULT_GRID"]
+__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ClassificationExpediteArgs", "ExpediteMixin",
+           "DEFAULT_GRID", "DEFAULT_CLASSIFICATION_TEMPERATURE"]

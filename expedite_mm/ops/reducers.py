@@ -23,6 +23,11 @@ ToMe       bipartite soft matching, merged to M tokens  Unmerge
 both work per Swin window). ``EViT`` and ``ToMe`` keep no grid: their states only make
 sense to their own reconstructor, and they apply to plain ViTs only.
 
+For classification, :data:`LAYERWISE_REDUCERS` hold EViT and ToMe as Expedit-SWAG ran
+them (:class:`LayerwiseTokenDropping`, :class:`LayerwiseTokenMerging`): not one reduction
+to a budget, but steps inside several layers, between attention and MLP, with the class
+token taking part; the shared steps are :func:`keep_top_tokens` and :func:`merge_tokens`.
+
 Some reducers need more than the tokens (``needs``): ``cls_attention`` (B, N), the class
 token's attention to every token, and ``keys`` (B, N, d), attention keys averaged over
 heads. :func:`attention_guide` computes both from an attention layer's own projections;
@@ -31,6 +36,7 @@ the backbones pass them as keyword arguments.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, replace
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -146,6 +152,30 @@ class BilinearReconstruction(nn.Module):
 EVIT_SCORES = ("cls_attention", "norm")
 
 
+def keep_top_tokens(tokens: Tensor, score: Tensor, n_keep: int, fuse: bool = False,
+                    normalize_fused: bool = True) -> Tuple[Tensor, Tensor]:
+    """EViT's selection: the ``n_keep`` tokens of highest ``score``, in their original order.
+
+    tokens (B, N, C), score (B, N). With ``fuse`` one more token follows them: the
+    score-weighted sum of the others (EViT's fused token), its weights normalised to sum 1
+    (``normalize_fused``) or the raw scores, as EViT and Expedit-SWAG write it.
+    Returns ``(kept (B, n_keep [+ 1], C), index (B, n_keep))``, index ascending.
+    """
+    C = tokens.shape[2]
+    order = score.argsort(dim=1, descending=True, stable=True)
+    index = order[:, :n_keep].sort(dim=1).values
+    kept = tokens.gather(1, index[..., None].expand(-1, -1, C))
+    if fuse:
+        dropped = order[:, n_keep:]
+        weight = score.gather(1, dropped)
+        if normalize_fused:
+            weight = weight / weight.sum(1, keepdim=True).clamp_min(torch.finfo(weight.dtype).tiny)
+        others = tokens.gather(1, dropped[..., None].expand(-1, -1, C))
+        fused = torch.bmm(weight[:, None, :].to(tokens.dtype), others)     # (B, 1, C)
+        kept = torch.cat([kept, fused], dim=1)
+    return kept, index
+
+
 @dataclass
 class KeepState:
     """index: (B, K) kept token positions, ascending; fill: (B, N, C) what the tokens that
@@ -202,16 +232,7 @@ class AttentiveTokenKeeping(nn.Module):
             score = tokens.float().norm(dim=-1)
         budget = grid[0] * grid[1]
         n_keep = budget - 1 if self.fuse else budget
-        order = score.argsort(dim=1, descending=True, stable=True)
-        index = order[:, :n_keep].sort(dim=1).values                     # original order
-        kept = tokens.gather(1, index[..., None].expand(-1, -1, C))
-        if self.fuse:
-            dropped = order[:, n_keep:]
-            weight = score.gather(1, dropped)
-            weight = weight / weight.sum(1, keepdim=True).clamp_min(torch.finfo(weight.dtype).tiny)
-            others = tokens.gather(1, dropped[..., None].expand(-1, -1, C))
-            fused = torch.bmm(weight[:, None, :].to(tokens.dtype), others)  # (B, 1, C)
-            kept = torch.cat([kept, fused], dim=1)
+        kept, index = keep_top_tokens(tokens, score, n_keep, fuse=self.fuse, normalize_fused=True)
         return kept, KeepState(index, tokens, self.fuse, hw)
 
 
@@ -234,6 +255,74 @@ class ScatterReconstruction(nn.Module):
 
 # --------------------------------------------------------------------------- ToMe
 TOME_METRICS = ("keys", "tokens")
+
+
+@dataclass
+class Matching:
+    """One round of ToMe's bipartite soft matching over ``n`` tokens.
+
+    The tokens alternate between set A (even positions) and set B (odd). merged: (B, r)
+    the A rows merged; kept: (B, nA - r) the A rows kept, ascending; dst: (B, r) the B
+    row each merged A row joins. The merged sequence is ``[kept A rows, B rows]``.
+    """
+
+    merged: Tensor
+    kept: Tensor
+    dst: Tensor
+
+    def merge(self, values: Tensor, size: Tensor) -> Tensor:
+        """Size-weighted means: (B, n, C) values with (B, n) sizes -> (B, n - r, C)."""
+        a, b = values[:, 0::2], values[:, 1::2]
+        size_a, size_b = size[:, 0::2, None], size[:, 1::2, None]
+        moved = (a * size_a).gather(1, self.merged[..., None].expand(-1, -1, a.shape[2]))
+        total = (b * size_b).scatter_add(1, self.dst[..., None].expand_as(moved), moved)
+        mass = size_b.scatter_add(1, self.dst[..., None], size_a.gather(1, self.merged[..., None]))
+        keep = a.gather(1, self.kept[..., None].expand(-1, -1, a.shape[2]))
+        return torch.cat([keep, total / mass], dim=1)
+
+    def merged_size(self, size: Tensor) -> Tensor:
+        """How many original tokens every merged token holds: (B, n) -> (B, n - r)."""
+        size_a, size_b = size[:, 0::2], size[:, 1::2]
+        return torch.cat([size_a.gather(1, self.kept),
+                          size_b.scatter_add(1, self.dst, size_a.gather(1, self.merged))], dim=1)
+
+
+def bipartite_matching(metric: Tensor, r: int, protect_first: bool = False) -> Matching:
+    """ToMe's matching (Bolya et al., ICLR 2023) of one round, merging ``r`` A tokens.
+
+    Every A token's best match is its most cosine-similar B token on ``metric`` (B, n, d);
+    the ``r`` A tokens with the most similar matches are merged (ties: the earlier
+    token first). ``protect_first``: the first token (a class token) is never merged.
+    """
+    unit = F.normalize(metric, dim=-1)
+    similarity = torch.bmm(unit[:, 0::2], unit[:, 1::2].transpose(1, 2))   # (B, nA, nB)
+    best, match = similarity.max(dim=-1)                                   # (B, nA)
+    if protect_first:
+        best = torch.cat([torch.full_like(best[:, :1], -math.inf), best[:, 1:]], dim=1)
+    edge_order = best.argsort(dim=1, descending=True, stable=True)
+    merged = edge_order[:, :r]
+    return Matching(merged, edge_order[:, r:].sort(dim=1).values, match.gather(1, merged))
+
+
+def merge_tokens(x: Tensor, metric: Tensor, size: Tensor, r: int,
+                 protect_first: bool = True) -> Tuple[Tensor, Tensor]:
+    """One ToMe step as ToMe (and Expedit-SWAG) runs it inside a layer: merge ``r`` tokens.
+
+    x (B, n, C) the tokens (a class token first if ``protect_first``), metric (B, n, d)
+    what they are matched on (ToMe: the layer's keys averaged over heads), size (B, n)
+    how many original tokens each holds. ``r`` is capped at ``(n - protected) // 2``, as
+    ToMe does. Returns the size-weighted merged tokens (B, n - r, C) and their sizes.
+    Computed in fp32 (or wider), returned in x's dtype.
+    """
+    r = min(int(r), (x.shape[1] - int(protect_first)) // 2)
+    if r <= 0:
+        return x, size
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        dtype = compute_dtype(x.dtype)
+        size = size.to(dtype)
+        matching = bipartite_matching(metric.to(dtype), r, protect_first)
+        merged = matching.merge(x.to(dtype), size)
+        return merged.to(x.dtype), matching.merged_size(size)
 
 
 @dataclass
@@ -299,35 +388,16 @@ class BipartiteMerging(nn.Module):
         B, n, C = x.shape
         n_a, n_b = (n + 1) // 2, n // 2
         r = min(excess, n_a)
-        unit = F.normalize(m, dim=-1)
-        similarity = torch.bmm(unit[:, 0::2], unit[:, 1::2].transpose(1, 2))   # (B, nA, nB)
-        best, match = similarity.max(dim=-1)                                   # (B, nA)
-        edge_order = best.argsort(dim=1, descending=True, stable=True)
-        merged_a = edge_order[:, :r]                                           # A rows merged
-        kept_a = edge_order[:, r:].sort(dim=1).values                          # A rows kept
-        dst = match.gather(1, merged_a)                                        # their B rows
-
-        def merge(values: Tensor) -> Tensor:
-            """Size-weighted mean of B rows and the A rows merged into them."""
-            a, b = values[:, 0::2], values[:, 1::2]
-            size_a, size_b = size[:, 0::2, None], size[:, 1::2, None]
-            moved = (a * size_a).gather(1, merged_a[..., None].expand(-1, -1, a.shape[2]))
-            total = (b * size_b).scatter_add(1, dst[..., None].expand_as(moved), moved)
-            mass = size_b.scatter_add(1, dst[..., None], size_a.gather(1, merged_a[..., None]))
-            keep = a.gather(1, kept_a[..., None].expand(-1, -1, a.shape[2]))
-            return torch.cat([keep, total / mass], dim=1)
-
-        new_x = merge(x)
-        new_m = merge(m) if r < excess else None      # the last round needs no metric
-        size_a, size_b = size[:, 0::2], size[:, 1::2]
-        new_size = torch.cat([size_a.gather(1, kept_a),
-                              size_b.scatter_add(1, dst, size_a.gather(1, merged_a))], dim=1)
+        matching = bipartite_matching(m, r)
+        new_x = matching.merge(x, size)
+        new_m = matching.merge(m, size) if r < excess else None   # the last round needs no metric
+        new_size = matching.merged_size(size)
         # Where every current token goes: kept A rows to their rank, B rows (and the A
         # rows merged into them) after the kept A rows.
         n_kept = n_a - r
         position_a = torch.empty(B, n_a, dtype=torch.long, device=x.device)
-        position_a.scatter_(1, kept_a, torch.arange(n_kept, device=x.device).expand(B, -1))
-        position_a.scatter_(1, merged_a, n_kept + dst)
+        position_a.scatter_(1, matching.kept, torch.arange(n_kept, device=x.device).expand(B, -1))
+        position_a.scatter_(1, matching.merged, n_kept + matching.dst)
         position_b = n_kept + torch.arange(n_b, device=x.device).expand(B, -1)
         position = torch.stack([position_a[:, :n_b], position_b], dim=2).flatten(1)
         if n_a > n_b:
@@ -346,6 +416,151 @@ class UnmergeReconstruction(nn.Module):
             raise ValueError(f"merged tokens of shape {tuple(reduced.shape)} do not match the "
                              f"merge state ({tuple(state.size.shape)})")
         return reduced.gather(1, state.source[..., None].expand(-1, -1, reduced.shape[2]))
+
+
+# --------------------------------------------------------------------------- layerwise
+# EViT and ToMe as they run for classification (Expedit-SWAG's models/evit.py and its
+# ToMe patch): not one reduction at one place, but inside several layers, between the
+# attention and the MLP, with the class token taking part. The backbone computes the
+# layer's attention (probabilities or keys) and hands it over; docs/method.md §4.4.
+EVIT_LAYERWISE_SCORES = ("mean_attention", "cls_attention")
+
+
+def _validate_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _validate_layers(layers: Any, depth: int, name: str) -> Tuple[int, ...]:
+    try:
+        layer_numbers = tuple(layers)
+    except TypeError:
+        layer_numbers = ()
+    if not layer_numbers or not all(_is_count(n) for n in layer_numbers) \
+            or not all(1 <= n <= depth for n in layer_numbers) \
+            or len(set(layer_numbers)) != len(layer_numbers):
+        raise ValueError(f"{name} must be distinct layer numbers in [1, {depth}] (1-based: the "
+                         f"layer whose attention is followed by the reduction), got {layers!r}")
+    return tuple(sorted(int(n) for n in layer_numbers))
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+class LayerwiseTokenDropping(nn.Module):
+    """EViT as Expedit-SWAG ran it on ImageNet: tokens dropped inside several layers.
+
+    In each layer of ``layers`` the attention runs on all tokens; after its residual, the
+    ``ceil(keep_rate * n)`` of the ``n`` non-class tokens with the highest score are kept
+    (the rate applies to the tokens present, so it compounds) and the layer's MLP and all
+    later layers see only those. With ``fuse_token`` the dropped tokens are summed,
+    weighted by their raw scores, into one more token that later layers treat like any
+    other.
+
+    Args:
+        depth: the backbone's number of layers.
+        keep_rate: in (0, 1] (Expedit-SWAG's ``base_keep_rate``; default 0.7).
+        layers: 1-based numbers of the dropping layers; default the layers after a
+            quarter, a half and three quarters of the depth (24 layers: 7, 13, 19), which
+            are Expedit-SWAG's per-model ``drop_loc`` defaults (0-based 6, 12, 18) + 1.
+        fuse_token: append EViT's fused token (default True, the release's model default).
+        score: ``'mean_attention'`` (default; what the release computes: the attention a
+            token receives, averaged over heads and over all queries, the class token's
+            included) or ``'cls_attention'`` (the EViT paper's: the class token's row,
+            averaged over heads).
+
+    ``forward(x (B, 1+n, C), attention (B, heads, 1+n, 1+n)) -> (B, 1+k[+1], C)``: x the
+    tokens after the layer's attention residual, class token first; attention the
+    layer's softmax probabilities.
+    """
+
+    needs: Tuple[str, ...] = ("attention",)
+
+    def __init__(self, depth: int, keep_rate: float = 0.7, layers: Optional[Sequence[int]] = None,
+                 fuse_token: bool = True, score: str = "mean_attention") -> None:
+        super().__init__()
+        if isinstance(keep_rate, bool) or not isinstance(keep_rate, numbers.Real) \
+                or not 0 < keep_rate <= 1:
+            raise ValueError(f"keep_rate must be a number in (0, 1], got {keep_rate!r}")
+        self.keep_rate = float(keep_rate)
+        if layers is None:
+            layers = sorted({depth // 4 + 1, depth // 2 + 1, 3 * depth // 4 + 1})
+        self.layers = _validate_layers(layers, depth, "layers")
+        self.fuse_token = _validate_bool(fuse_token, "fuse_token")
+        self.score = validate_choice(score, "score", EVIT_LAYERWISE_SCORES)
+
+    def extra_repr(self) -> str:
+        return (f"keep_rate={self.keep_rate}, layers={self.layers}, "
+                f"fuse_token={self.fuse_token}, score={self.score!r}")
+
+    def acts_in(self, index: int) -> bool:
+        """Whether the layer of 0-based ``index`` drops tokens."""
+        return index + 1 in self.layers
+
+    def forward(self, x: Tensor, attention: Tensor) -> Tensor:
+        n = x.shape[1] - 1
+        n_keep = math.ceil(self.keep_rate * n)
+        if n_keep >= n:
+            return x
+        attention = attention.to(compute_dtype(attention.dtype))
+        if self.score == "mean_attention":
+            score = attention.mean(dim=(1, 2))[:, 1:]
+        else:
+            score = attention[:, :, 0, 1:].mean(dim=1)
+        kept, _ = keep_top_tokens(x[:, 1:], score, n_keep, fuse=self.fuse_token,
+                                  normalize_fused=False)
+        return torch.cat([x[:, :1], kept], dim=1)
+
+
+class LayerwiseTokenMerging(nn.Module):
+    """ToMe as Expedit-SWAG ran it on ImageNet: ``r`` tokens merged in every layer.
+
+    In every layer, after the attention residual and before the MLP, one round of
+    bipartite soft matching (:func:`merge_tokens`, on the layer's keys averaged over
+    heads; the class token takes part in the alternation but is never merged) merges
+    ``r`` tokens by size-weighted averaging. With ``proportional_attention`` (ToMe's
+    off-the-shelf setting, which the release uses) every attention adds ``log(size)`` of
+    each key token to its logits once tokens have been merged.
+
+    Args:
+        depth: the backbone's number of layers.
+        r: tokens merged per layer: an int (every layer) or one int per layer from the
+            first (missing ones: 0); capped per layer at half the tokens present.
+        proportional_attention: default True.
+
+    ``forward(x (B, n, C), keys (B, n, d), size (B, n), index) -> (x (B, n - r, C), size)``
+    in the layer of 0-based ``index``; ``schedule``: r of every layer.
+    """
+
+    needs: Tuple[str, ...] = ("keys",)
+
+    def __init__(self, depth: int, r: Any = 0, proportional_attention: bool = True) -> None:
+        super().__init__()
+        schedule = [r] * depth if _is_count(r) else r
+        try:
+            schedule = list(schedule)
+        except TypeError:
+            schedule = None
+        if schedule is None or len(schedule) > depth or not all(
+                _is_count(v) and v >= 0 for v in schedule):
+            raise ValueError(f"r must be an int >= 0 or a list of at most {depth} ints >= 0 "
+                             f"(tokens merged in each layer), got {r!r}")
+        self.r = int(r) if _is_count(r) else tuple(int(v) for v in schedule)
+        self.schedule = tuple(int(v) for v in schedule) + (0,) * (depth - len(schedule))
+        self.proportional_attention = _validate_bool(proportional_attention,
+                                                     "proportional_attention")
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, proportional_attention={self.proportional_attention}"
+
+    def acts_in(self, index: int) -> bool:
+        """Whether the layer of 0-based ``index`` merges tokens."""
+        return self.schedule[index] > 0
+
+    def forward(self, x: Tensor, keys: Tensor, size: Tensor, index: int) -> Tuple[Tensor, Tensor]:
+        return merge_tokens(x, keys, size, self.schedule[index], protect_first=True)
 
 
 # --------------------------------------------------------------------------- registry
@@ -371,6 +586,12 @@ RECONSTRUCTORS: Dict[str, _Entry] = {
 # AvgPool pairs with the method's reconstruction by default (the paper's Table 3).
 DEFAULT_RECONSTRUCTOR = {"Cluster": "Cluster", "AvgPool": "Cluster", "EViT": "Scatter",
                          "ToMe": "Unmerge"}
+# Reducers that act inside several layers (classification backbones; see above).
+LAYERWISE_REDUCERS: Dict[str, _Entry] = {
+    "EViT": _Entry(LayerwiseTokenDropping, "layerwise",
+                   ("keep_rate", "layers", "fuse_token", "score")),
+    "ToMe": _Entry(LayerwiseTokenMerging, "layerwise", ("r", "proportional_attention")),
+}
 # Reducers that produce an h x w grid (and so also work per Swin window).
 GRID_REDUCERS = tuple(name for name, entry in REDUCERS.items() if entry.state == "grid")
 
@@ -435,6 +656,16 @@ def build_reduction(reducer: Optional[Mapping[str, Any]], reconstructor: Optiona
     return reducer_type, reduce_module, recon_type, recon_module
 
 
+def build_layerwise_reducer(spec: Optional[Mapping[str, Any]], depth: int
+                            ) -> Optional[nn.Module]:
+    """A :data:`LAYERWISE_REDUCERS` module from its config dict (``None``: none) for a
+    backbone of ``depth`` layers; ``ValueError`` for unknown types, options or values."""
+    if spec is None:
+        return None
+    kind, options = _parse(spec, "layerwise_reducer", LAYERWISE_REDUCERS, "")
+    return _with_prefix(LAYERWISE_REDUCERS[kind].cls, "layerwise_reducer", depth=depth, **options)
+
+
 def _with_prefix(cls: type, prefix: str, **kwargs) -> nn.Module:
     """Build ``cls``; a ValueError names the option as ``prefix.option``."""
     try:
@@ -447,4 +678,6 @@ __all__ = ["AdaptiveAvgPoolReduction", "BilinearReconstruction", "AttentiveToken
            "ScatterReconstruction", "BipartiteMerging", "UnmergeReconstruction", "KeepState",
            "MergeState", "REDUCERS", "RECONSTRUCTORS", "DEFAULT_RECONSTRUCTOR",
            "GRID_REDUCERS", "build_reduction", "attention_guide", "EVIT_SCORES",
-           "TOME_METRICS"]
+           "TOME_METRICS", "keep_top_tokens", "Matching", "bipartite_matching", "merge_tokens",
+           "LayerwiseTokenDropping", "LayerwiseTokenMerging", "LAYERWISE_REDUCERS",
+           "EVIT_LAYERWISE_SCORES", "build_layerwise_reducer"]

@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
-EXPEDITE_SWITCHES = ("cluster_after", "reconstruct_after")
+# the backbone keys that switch expediting on (classification: also layerwise_reducer)
+EXPEDITE_SWITCHES = ("cluster_after", "reconstruct_after", "layerwise_reducer")
 
 
 class CfgOptionsAction(DictAction):
@@ -39,7 +40,8 @@ def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) 
 
 def is_expedited(cfg: Config) -> bool:
     """Whether the config's backbone has expediting switched on."""
-    return cfg.model.get("backbone", {}).get("cluster_after") is not None
+    backbone = cfg.model.get("backbone", {})
+    return any(backbone.get(key) is not None for key in ("cluster_after", "layerwise_reducer"))
 
 
 def disable_expedite(cfg: Config) -> Config:
@@ -73,7 +75,10 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None, device: str = "cp
 
     import_custom_modules(cfg)
     init_default_scope(cfg.get("default_scope", "mmseg"))
-    model = MODELS.build(copy.deepcopy(cfg.model))   # builders may edit the dict they get
+    model_cfg = copy.deepcopy(cfg.model)              # builders may edit the dict they get
+    if cfg.get("data_preprocessor") is not None:      # as the Runner does (mmpretrain configs)
+        model_cfg.setdefault("data_preprocessor", copy.deepcopy(cfg.data_preprocessor))
+    model = MODELS.build(model_cfg)
     if checkpoint is not None:
         loaded = load_checkpoint_file(checkpoint, map_location="cpu", trust=trust_checkpoint)
         load_state_dict_checked(model, loaded, allow_partial=allow_partial_load,
@@ -82,22 +87,35 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None, device: str = "cp
 
 
 def import_custom_modules(cfg: Config) -> None:
-    """Honour ``custom_imports`` as the Runner does (our configs import expedite_mm)."""
+    """Honour ``custom_imports`` as the Runner does (our configs import expedite_mm).
+
+    ``import expedite_mm`` registers only when mmengine is already loaded; a process that
+    imported ``expedite_mm`` (e.g. this module) before mmengine gets the registration here.
+    """
     from mmengine.utils import import_modules_from_strings
     custom = cfg.get("custom_imports")
     if custom:
         import_modules_from_strings(**custom)
+        if any(str(name).split(".")[0] == "expedite_mm" for name in custom.get("imports", ())):
+            from expedite_mm import register_all_modules
+            register_all_modules()
 
 
 def default_input_shape(cfg: Config) -> Tuple[int, int]:
-    """The (H, W) a network sees at test time: the slide crop, else the test ``Resize``
-    scale (short side x long side as a square-ish canvas), else the preprocessor size."""
+    """The (H, W) a network sees at test time: the slide crop, else the preprocessor size,
+    else the test pipeline's last ``CenterCrop`` (classification), else its ``Resize``
+    scale (short side x long side as a square-ish canvas)."""
     test_cfg = cfg.model.get("test_cfg") or {}
     if test_cfg.get("mode") == "slide" and test_cfg.get("crop_size"):
         return tuple(test_cfg["crop_size"])
     size = (cfg.model.get("data_preprocessor") or {}).get("size")
     if size:
         return tuple(size)
+    crops = [step["crop_size"] for step in _test_pipeline(cfg)
+             if step.get("type") in ("CenterCrop", "mmcv.CenterCrop") and step.get("crop_size")]
+    if crops:   # mmcv's crop_size is (w, h) or an int
+        crop = crops[-1]
+        return (crop, crop) if isinstance(crop, int) else (crop[1], crop[0])
     for step in _test_pipeline(cfg):
         if step.get("type") in ("Resize", "mmdet.Resize", "RandomResize") and step.get("scale"):
             scale = step["scale"]
@@ -137,8 +155,19 @@ def _data_sample_type(model: torch.nn.Module):
     if module.startswith("mmdet"):
         from mmdet.structures import DetDataSample
         return DetDataSample
+    if module.startswith("mmpretrain"):
+        from mmpretrain.structures import DataSample
+        return DataSample
     from mmseg.structures import SegDataSample
     return SegDataSample
+
+
+def tensor_forward(model: torch.nn.Module, inputs: torch.Tensor, data_samples: List[Any]) -> Any:
+    """The network without post-processing: ``model._forward`` (mmseg, mmdet), or
+    ``model(inputs, data_samples, mode='tensor')`` (mmpretrain classifiers: the logits)."""
+    if hasattr(model, "_forward"):
+        return model._forward(inputs, data_samples)
+    return model(inputs, data_samples, mode="tensor")
 
 
 def set_nested(cfg: Union[Config, ConfigDict, dict], dotted: str, value: Any) -> None:

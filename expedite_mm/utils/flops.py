@@ -73,8 +73,9 @@ def count_flops(model: torch.nn.Module, inputs: Tuple) -> FlopReport:
 
 
 class _TensorForward(torch.nn.Module):
-    """``model._forward(x, samples)`` (the network without post-processing) as a module
-    taking one tensor and returning a flat tuple of tensors, so fvcore can trace it."""
+    """The network without post-processing (``model._forward(x, samples)``; the logits of
+    a classifier) as a module taking one tensor and returning a flat tuple of tensors, so
+    fvcore can trace it."""
 
     def __init__(self, model: torch.nn.Module, data_samples: List[Any]) -> None:
         super().__init__()
@@ -82,8 +83,8 @@ class _TensorForward(torch.nn.Module):
         self.data_samples = data_samples
 
     def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        from .config import flatten_outputs
-        return flatten_outputs(self.model._forward(inputs, self.data_samples))
+        from .config import flatten_outputs, tensor_forward
+        return flatten_outputs(tensor_forward(self.model, inputs, self.data_samples))
 
 
 EXPEDITE_LAYERS = ("clustering", "reconstruction")
@@ -103,10 +104,12 @@ class ModelFlops:
 
 def model_flops(model: torch.nn.Module, shape: Tuple[int, int],
                 backbone_only: bool = False) -> ModelFlops:
-    """Count ``model`` (an mmseg/mmdet model) on a random ``(1, 3, H, W)`` input.
+    """Count ``model`` (an mmseg/mmdet model or an mmpretrain classifier) on a random
+    ``(1, 3, H, W)`` input.
 
     The whole network is traced through ``model._forward`` (as mmseg/mmdet's own FLOP
-    tools do: no post-processing, no sliding window); with ``backbone_only`` (large
+    tools do: no post-processing, no sliding window; a classifier to its logits); with
+    ``backbone_only`` (large
     detectors at large inputs) or where a head cannot be traced, only the backbone is
     counted, and ``note`` says why.
     """

@@ -9,9 +9,9 @@ Both models share one set of weights (the checkpoint's, or random ones: the cost
 network does not depend on the weight values) and get the same random input of the
 config's test size. ``--mode predict`` (default) times ``model.predict`` — what
 ``tools/test.py`` runs per image, post-processing included; ``--mode tensor`` times the
-network alone (``model._forward``). Latencies are measured interleaved after warm-up;
-the table shows the median with its interquartile range, images/s, the peak memory torch
-allocated during one call, and the ratio expedited / stock.
+network alone (``model._forward``; a classifier's logits). Latencies are measured
+interleaved after warm-up; the table shows the median with its interquartile range,
+images/s, the peak memory torch allocated during one call, and the ratio expedited / stock.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
     import expedite_mm.models  # noqa: F401  (registers the backbones)
     from expedite_mm.utils.benchmark import benchmark
     from expedite_mm.utils.config import (build_model, default_input_shape, disable_expedite,
-                                          load_config, synthetic_batch)
+                                          load_config, synthetic_batch, tensor_forward)
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
         def call():
             with torch.no_grad(), autocast:
                 if args.mode == "tensor":
-                    return model._forward(inputs, samples)
+                    return tensor_forward(model, inputs, samples)
                 return model.predict(inputs, samples)
         return call
 

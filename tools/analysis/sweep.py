@@ -173,10 +173,13 @@ def plan(args, cfg, shape: Tuple[int, int]) -> List[Dict[str, str]]:
     """Every row's settings as strings (the CSV key), stock first."""
     from expedite_mm.ops.cluster import (DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE,
                                          DEFAULT_WINDOW)
+    from expedite_mm.models.expedite import DEFAULT_CLASSIFICATION_TEMPERATURE
     backbone = cfg.model.backbone
+    temperature = (DEFAULT_CLASSIFICATION_TEMPERATURE
+                   if backbone.get("type") == "ExpeditedVisionTransformer" else DEFAULT_TEMPERATURE)
     defaults = {"window": backbone.get("cluster_window", DEFAULT_WINDOW),
                 "iters": backbone.get("cluster_iters", DEFAULT_ITERS),
-                "temperature": backbone.get("temperature", DEFAULT_TEMPERATURE),
+                "temperature": backbone.get("temperature", temperature),
                 "k": backbone.get("reconstruct_k", DEFAULT_K)}
     alphas = args.alpha or [backbone.get("cluster_after")]
     if alphas == [None]:
@@ -302,7 +305,7 @@ class Measurer:
         import torch
 
         from expedite_mm.utils.benchmark import benchmark
-        from expedite_mm.utils.config import synthetic_batch
+        from expedite_mm.utils.config import synthetic_batch, tensor_forward
         args = self.args
         device = torch.device(args.device)
         autocast = (torch.autocast("cuda", dtype=torch.float16) if args.fp16
@@ -315,7 +318,7 @@ class Measurer:
             def call():
                 with torch.no_grad(), autocast:
                     if args.mode == "tensor":
-                        return m._forward(inputs, samples)
+                        return tensor_forward(m, inputs, samples)
                     return m.predict(inputs, samples)
             return call
 

@@ -1,0 +1,12 @@
+# SWAG ViT-H/14 ImageNet-1k 518x518 (37x37 tokens) with ToMe as Expedit-SWAG ran it (its
+# ToMe patch for SWAG, training-free): in every layer, between attention and MLP, 20 tokens
+# are merged by bipartite soft matching on the layer's keys (the class token is never
+# merged), with proportional attention (log token size added to the attention logits)
+# (docs/method.md §4.4).
+# Published (Expedit-SWAG README): 760.0 GFLOPs, 6.3 FPS, 88.4 top-1;
+# baseline 1023.2 GFLOPs, 5.0 FPS, 88.5 top-1.
+_base_ = './vit-huge-p14_swag-pre_3rdparty_in1k-518px.py'
+model = dict(
+    backbone=dict(
+        type='ExpeditedVisionTransformer',
+        layerwise_reducer=dict(type='ToMe', r=20, proportional_attention=True)))

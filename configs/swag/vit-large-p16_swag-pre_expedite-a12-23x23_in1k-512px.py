@@ -1,0 +1,18 @@
+# SWAG ViT-L/16 ImageNet-1k 512x512 (32x32 tokens), expedited as Expedit-SWAG runs it: token
+# clustering after layer 12 into 23x23 centres; layers 13-24 and the final norm run on the
+# centres and the class token is read from them (no reconstruction). Expedit-SWAG's alpha=12
+# ("-l 12 -n 529"): its ImageNet models cluster before the 0-based block 12, i.e. after 12
+# layers (docs/method.md §4.4). Its clustering settings: window 5, 5 iterations, temperature
+# 1 (its factor cluster_temperture=1).
+# Published (Expedit-SWAG README): 275.8 GFLOPs, 15.8 FPS, 87.8 top-1;
+# baseline 364.8 GFLOPs, 12.7 FPS, 88.1 top-1.
+_base_ = './vit-large-p16_swag-pre_3rdparty_in1k-512px.py'
+model = dict(
+    backbone=dict(
+        type='ExpeditedVisionTransformer',
+        cluster_after=12,
+        cluster_grid=(23, 23),
+        cluster_window=5,
+        cluster_iters=5,
+        temperature=1.0,
+        reconstruct=False))

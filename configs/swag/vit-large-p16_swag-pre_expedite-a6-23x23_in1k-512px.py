@@ -1,0 +1,18 @@
+# SWAG ViT-L/16 ImageNet-1k 512x512 (32x32 tokens), expedited as Expedit-SWAG runs it: token
+# clustering after layer 6 into 23x23 centres; layers 7-24 and the final norm run on the
+# centres and the class token is read from them (no reconstruction). Expedit-SWAG's alpha=6
+# ("-l 6 -n 529"): its ImageNet models cluster before the 0-based block 6, i.e. after 6
+# layers (docs/method.md §4.4). Its clustering settings: window 5, 5 iterations, temperature
+# 1 (its factor cluster_temperture=1).
+# Published (Expedit-SWAG README): 228.5 GFLOPs, 19.4 FPS, 87.7 top-1;
+# baseline 364.8 GFLOPs, 12.7 FPS, 88.1 top-1.
+_base_ = './vit-large-p16_swag-pre_3rdparty_in1k-512px.py'
+model = dict(
+    backbone=dict(
+        type='ExpeditedVisionTransformer',
+        cluster_after=6,
+        cluster_grid=(23, 23),
+        cluster_window=5,
+        cluster_iters=5,
+        temperature=1.0,
+        reconstruct=False))

@@ -3,14 +3,15 @@
 Importing this module (``expedite_mm.register_all_modules()``, or a config's
 ``custom_imports=dict(imports=['expedite_mm'])``) registers
 ``ExpeditedViT`` and ``ExpeditedSwin`` into mmseg's ``MODELS`` when mmseg is installed,
-``ExpeditedSwin`` into mmdet's, and ``ExpeditedSwinV2`` into both when mmpretrain is
-there too; a package that is not installed is skipped. A package that is installed but
-fails to import raises, so a broken environment is not silently ignored.
+``ExpeditedSwin`` into mmdet's, and ``ExpeditedSwinV2``, ``ExpeditedViTSAM`` and
+``SAMImageEncoder`` into both when mmpretrain is there too; a package that is not
+installed is skipped. A package that is installed but fails to import raises, so a broken
+environment is not silently ignored.
 """
 import importlib.util
 import warnings
 
-from .expedite import ExpediteArgs, ExpediteMixin, WindowExpediteArgs
+from .expedite import ExpediteArgs, ExpediteMixin, WindowExpediteArgs, WindowViTExpediteArgs
 
 # mmengine 0.10 resolves `mmseg::`/`mmdet::` config bases through pkg_resources, which
 # setuptools (>= 77, needed by torch >= 2.6) deprecates loudly on every lookup; harmless.
@@ -29,11 +30,15 @@ if importlib.util.find_spec("mmdet") is not None:
     REGISTERED.setdefault("mmdet", []).append("ExpeditedSwin")
 
 if importlib.util.find_spec("mmpretrain") is not None:
-    # ExpeditedSwinV2: one class on mmpretrain's SwinTransformerV2, registered (with the
-    # stock class) for the detection/segmentation packages that are installed
+    # ExpeditedSwinV2 and ExpeditedViTSAM (+ SAMImageEncoder): classes on mmpretrain's
+    # backbones, registered (with the stock classes) for the detection/segmentation
+    # packages that are installed
     from .swinv2 import register_in as _register_swinv2
+    from .vit_sam import register_in as _register_vit_sam
     for _package in ("mmdet", "mmseg"):
         if importlib.util.find_spec(_package) is not None:
             REGISTERED.setdefault(_package, []).extend(_register_swinv2(_package))
+            REGISTERED[_package].extend(_register_vit_sam(_package))
 
-__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ExpediteMixin", "REGISTERED"]
+__all__ = ["ExpediteArgs", "WindowExpediteArgs", "WindowViTExpediteArgs", "ExpediteMixin",
+           "REGISTERED"]

@@ -8,9 +8,7 @@ window clustering and the block loop are the Swin ones
 """
 from __future__ import annotations
 
-import importlib
 import math
-import sys
 from typing import Optional, Tuple
 
 import torch
@@ -18,29 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.window import crop_coords_table, relative_position_index, shifted_window_attention
+from . import mmpretrain_stock
 from .swin import ExpeditedStageMixin, WindowExpediteMixin, checkpointed
 
 STOCK_MODULE = "mmpretrain.models.backbones.swin_transformer_v2"
-
-
-def _stock_module():
-    """mmpretrain's ``swin_transformer_v2`` module.
-
-    ``mmpretrain.models`` imports its heads after its backbones, and through them all of
-    mmpretrain's metrics, one of which imports torchvision (mmpretrain 1.2.0). Without
-    torchvision that package import fails once the backbones are complete; the backbone
-    module is all this needs, so that one failure is tolerated (any other is raised).
-    """
-    try:
-        module = importlib.import_module(STOCK_MODULE)
-    except ModuleNotFoundError as error:
-        module = sys.modules.get(STOCK_MODULE)
-        if module is None or (error.name or "").split(".")[0] != "torchvision":
-            raise
-    return module
-
-
-_stock = _stock_module()
+_stock = mmpretrain_stock.import_stock_module(STOCK_MODULE)
 SwinTransformerV2, SwinBlockV2Sequence = _stock.SwinTransformerV2, _stock.SwinBlockV2Sequence
 
 
@@ -146,15 +126,10 @@ def register_in(package: str) -> list:
 
     The stock class is registered so that stock configs build without mmengine's scoped
     ``'mmpretrain.SwinTransformerV2'``: that lookup imports all of ``mmpretrain.models``,
-    which needs torchvision (see :func:`_stock_module`). Returns the names registered.
+    which needs torchvision (see :mod:`~expedite_mm.models.mmpretrain_stock`). Returns
+    the names registered.
     """
-    registry = importlib.import_module(f"{package}.registry").MODELS
-    registry.register_module(module=ExpeditedSwinV2)
-    names = ["ExpeditedSwinV2"]
-    if registry.get("SwinTransformerV2") is None:
-        registry.register_module(module=SwinTransformerV2)
-        names.append("SwinTransformerV2")
-    return names
+    return mmpretrain_stock.register_in(package, [ExpeditedSwinV2], [SwinTransformerV2])
 
 
 __all__ = ["ExpeditedSwinV2", "SwinTransformerV2", "register_in"]

@@ -7,9 +7,13 @@ clustering, a loop over windows clustering each K x K window on its own
 their relative-position tables resized by a naive 1-D linear interpolation, a loop over
 windows reconstructing each from its own centres, and the stock neck.
 """
+import glob
 import importlib
+import os.path as osp
+import warnings
 
 import naive_window
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +21,8 @@ import expedite_mm.models  # noqa: F401  (registers ExpeditedViTSAM)
 from expedite_mm.models import mmpretrain_stock
 from expedite_mm.models.vit_sam import ExpeditedViTSAM, ViTSAM, build_stock_vit_sam
 from expedite_mm.ops import TokenClustering, TokenReconstruction
-from harness import assert_stock_fallback_once
+from expedite_mm.utils.config import build_model, disable_expedite, load_config
+from harness import ROOT, assert_stock_fallback_once, load_tool
 
 _stock = importlib.import_module("mmpretrain.models.backbones.vit_sam")
 PACKAGES = ["mmdet", "mmseg"]
@@ -232,3 +237,82 @@ def test_defaults():
                                         cluster_after=2))
     assert (ours.window_size, ours.clustered_window_size) == (14, 10)
     assert ours.reconstruct_after == 6 and ours.clustering.grid == (10, 10)
+
+
+# --------------------------------------------------------------------------- configs
+SAM_CONFIGS = sorted(glob.glob(osp.join(ROOT, "configs", "sam", "*_expedite-*.py")))
+# the layer counts and global layers of SAM's ViT-B/L/H, for shrunken stand-ins
+SAM_DEPTHS = {"base": (12, [2, 5, 8, 11]), "large": (24, [5, 11, 17, 23]),
+              "huge": (32, [7, 15, 23, 31])}
+
+
+def shrunken(cfg):
+    """The config with its ViT-L/H made narrow (same depth, global layers, windows and
+    expedite settings), so that a forward takes a moment; ViT-B stays as it is."""
+    backbone = cfg.model.backbone
+    if backbone.arch != "base":
+        depth, global_layers = SAM_DEPTHS[backbone.arch]
+        backbone.arch = dict(embed_dims=32, num_layers=depth, num_heads=2,
+                             feedforward_channels=64, global_attn_indexes=global_layers)
+    return cfg
+
+
+def test_there_are_sam_configs_for_b_l_h():
+    assert [osp.basename(p)[:9] for p in SAM_CONFIGS] == ["sam_vit-b", "sam_vit-h", "sam_vit-l"]
+
+
+@pytest.mark.parametrize("path", SAM_CONFIGS, ids=osp.basename)
+def test_sam_config_runs_a_forward_on_a_small_input(path):
+    """The config's model (SAMImageEncoder) on a 224x288 input: 14x18 tokens, two 14x14
+    windows after padding, each clustered to the config's 9x9 centres."""
+    cfg = shrunken(load_config(path))
+    ours = build_model(cfg)
+    stock = build_model(disable_expedite(cfg))
+    stock.load_state_dict(ours.state_dict())
+    assert type(ours.backbone) is ExpeditedViTSAM and ours.backbone.clustered_window_size == 9
+    x = torch.randn(1, 3, 224, 288)
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        embedding = ours(x, mode="predict")[0].image_embedding
+        plain = stock(x, mode="predict")[0].image_embedding
+    assert not [w for w in caught if "not fewer tokens" in str(w.message)]
+    assert embedding.shape == plain.shape == (256, 14, 18)
+    assert torch.isfinite(embedding).all() and not torch.allclose(embedding, plain, atol=1e-3)
+
+
+def test_sam_config_loads_an_mmpretrain_checkpoint_unmodified(tmp_path):
+    """mmpretrain's converted SAM weights are an ImageClassifier's state dict (backbone.*)
+    with numpy values in the meta: saved from the stock config's model, they load strictly
+    into the expedited config's model, which then computes the stock embedding when
+    disabled."""
+    from mmengine.runner.checkpoint import load_checkpoint
+
+    from expedite_mm.utils.checkpoint import checkpoint_policy
+    expedited = osp.join(ROOT, "configs", "sam", "sam_vit-b_expedite-a6-w9_1024x1024.py")
+    stock = build_model(load_config(osp.join(ROOT, "configs", "sam", "sam_vit-b_1024x1024.py")))
+    assert type(stock.backbone) is ViTSAM
+    assert all(key.startswith("backbone.") for key in stock.state_dict())
+    path = str(tmp_path / "vit-base-p16_sam-pre_3rdparty_sa1b-1024px.pth")
+    torch.save({"meta": {"mmpretrain_version": "1.0.0rc7", "epoch": np.int64(0)},
+                "state_dict": stock.state_dict()}, path)
+    model = build_model(disable_expedite(load_config(expedited)))
+    with checkpoint_policy(source=path):
+        load_checkpoint(model, path, map_location="cpu", strict=True)
+    x = torch.randn(1, 3, 160, 160)
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], stock(x)[0])
+
+
+@pytest.mark.slow
+def test_flops_and_benchmark_tools_run_on_the_sam_config(tmp_path):
+    """get_flops.py (whole model = the encoder) and benchmark.py (predict = embeddings) on
+    SAM ViT-B at 448x448 (28x28 tokens, 4 windows)."""
+    config = osp.join(ROOT, "configs", "sam", "sam_vit-b_expedite-a6-w9_1024x1024.py")
+    flops = load_tool("tools/analysis/get_flops.py").main([config, "--shape", "448"])
+    assert flops["shape"] == [448, 448]
+    assert flops["ratio_whole"] == pytest.approx(flops["ratio_backbone"])
+    assert 0.5 < flops["ratio_backbone"] < 0.9
+    assert flops["expedited"]["clustering_reconstruction_gflops"] > 0
+    bench = load_tool("tools/analysis/benchmark.py").main(
+        [config, "--shape", "448", "--repeat", "2", "--warmup", "1", "--no-memory"])
+    assert len(bench["expedited"]["latencies_ms"]) == len(bench["stock"]["latencies_ms"]) == 2

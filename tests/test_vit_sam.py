@@ -9,6 +9,7 @@ windows reconstructing each from its own centres, and the stock neck.
 """
 import glob
 import importlib
+import importlib.util
 import os.path as osp
 import warnings
 
@@ -316,3 +317,30 @@ def test_flops_and_benchmark_tools_run_on_the_sam_config(tmp_path):
     bench = load_tool("tools/analysis/benchmark.py").main(
         [config, "--shape", "448", "--repeat", "2", "--warmup", "1", "--no-memory"])
     assert len(bench["expedited"]["latencies_ms"]) == len(bench["stock"]["latencies_ms"]) == 2
+
+
+def test_sam_predictor_tool_puts_our_encoder_into_sam():
+    """tools/sam_predictor.py: segment_anything's Sam gets our encoder in place of its own
+    (same input size, our embedding out); without the package it says how to get it."""
+    tool = load_tool("tools/sam_predictor.py")
+    cfg = load_config(osp.join(ROOT, "configs", "sam", "sam_vit-b_expedite-a6-w9_1024x1024.py"))
+    cfg.model.backbone.arch = dict(embed_dims=32, num_layers=12, num_heads=2,
+                                   feedforward_channels=64, global_attn_indexes=[2, 5, 8, 11])
+    model = build_model(cfg)
+
+    class StubSam(torch.nn.Module):          # the attributes SamPredictor relies on
+        device = torch.device("cpu")
+
+        def __init__(self):
+            super().__init__()
+            self.image_encoder = torch.nn.Identity()
+            self.image_encoder.img_size = 1024
+
+    sam = tool.with_encoder(StubSam(), model)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert sam.image_encoder.img_size == 1024
+        assert torch.equal(sam.image_encoder(x), model.backbone(x)[-1])
+    if importlib.util.find_spec("segment_anything") is None:
+        with pytest.raises(SystemExit, match="pip install segment-anything"):
+            tool.main(["c.py", "e.pth", "s.pth", "i.jpg", "--point", "1", "2"])

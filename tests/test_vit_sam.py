@@ -312,7 +312,9 @@ def test_flops_and_benchmark_tools_run_on_the_sam_config(tmp_path):
     flops = load_tool("tools/analysis/get_flops.py").main([config, "--shape", "448"])
     assert flops["shape"] == [448, 448]
     assert flops["ratio_whole"] == pytest.approx(flops["ratio_backbone"])
-    assert 0.5 < flops["ratio_backbone"] < 0.9
+    # our fvcore measurement: 73.68 -> 52.06 GFLOPs (6 of 12 layers on 18x18 instead of
+    # 28x28 tokens: the 4 windows of 14x14 become 9x9 centres each)
+    assert flops["ratio_backbone"] == pytest.approx(0.7066, abs=0.005)
     assert flops["expedited"]["clustering_reconstruction_gflops"] > 0
     bench = load_tool("tools/analysis/benchmark.py").main(
         [config, "--shape", "448", "--repeat", "2", "--warmup", "1", "--no-memory"])

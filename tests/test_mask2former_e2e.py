@@ -247,3 +247,24 @@ def test_youtube_vis_configs_through_test_tool(config, version, tmp_path):
                          if t["segmentations"][frame_id] is not None]
             assert submitted and all(any(np.array_equal(s, m) for m in masks)
                                      for s in submitted)
+
+
+def test_ade20k_panoptic_training_pipeline_runs(tmp_path):
+    """The stock ADE20K panoptic base's training data pipeline (multi-scale resize, 640
+    crop, photometric distortion, flip) on the synthetic panoptic annotations."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+
+    from expedite_mm.utils.config import load_config
+    data_root = write_ade20k_panoptic(str(tmp_path / "ade"))
+    cfg = load_config(osp.join(CONFIGS, "mask2former_swin-l-p4-w12-384-in21k_8xb2-160k_ade20k-panoptic.py"))
+    init_default_scope("mmdet")
+    dataset = cfg.train_dataloader.dataset
+    dataset.update(data_root=data_root + "/", ann_file="ade20k_panoptic_val.json",
+                   data_prefix=dict(img="images/validation/", seg="ade20k_panoptic_val/"))
+    sample = DATASETS.build(dataset)[0]
+    image, gt = sample["inputs"], sample["data_samples"]
+    h, w = image.shape[1:]
+    assert image.shape[0] == 3 and max(h, w) <= 640 and min(h, w) >= 1
+    assert tuple(gt.gt_sem_seg.sem_seg.shape[1:]) == (h, w)
+    assert len(gt.gt_instances) <= 2 and gt.gt_instances.masks.height == h

@@ -5,7 +5,8 @@ ViTs), :class:`WindowExpediteArgs` (Swin, SwinV2) and :class:`WindowViTExpediteA
 windowed ViT) hold every argument's name, default, validation and documentation;
 :class:`ExpediteMixin` takes them out of a backbone's keyword arguments before the stock
 ``__init__`` runs, validates them (also when expediting is disabled, so a bad value never
-waits until it is switched on) and builds the two operators. See ``docs/method.md`` for what the operators compute.
+waits until it is switched on) and builds the two operators. See ``docs/method.md`` for
+what the operators compute.
 """
 from __future__ import annotations
 

@@ -134,27 +134,45 @@ def independent_miou(predictions, data_root, num_classes=ADE20K_CLASSES):
 def write_coco_panoptic(root):
     """val2017/*.jpg, annotations/panoptic_val2017.json + panoptic_val2017/*.png (segment
     id = R + 256 G + 256^2 B, 0 unlabeled) and the matching instances_val2017.json."""
-    import cv2
     from mmdet.datasets import CocoPanopticDataset
+    return _write_panoptic(root, CocoPanopticDataset.METAINFO, "val2017",
+                           "annotations/panoptic_val2017", "annotations/instances_val2017.json",
+                           [("sky-other-merged", "stuff"), ("person", "thing"), ("car", "thing")])
 
-    meta = CocoPanopticDataset.METAINFO
+
+def write_ade20k_panoptic(root):
+    """ADE20K panoptic in mmdet's layout (its ade20k2coco converter's output):
+    images/validation/*.jpg, ade20k_panoptic_val.json + ade20k_panoptic_val/*.png."""
+    from mmdet.datasets import ADE20KPanopticDataset
+    return _write_panoptic(root, ADE20KPanopticDataset.METAINFO, "images/validation",
+                           "ade20k_panoptic_val", None,
+                           [("sky", "stuff"), ("person", "thing"), ("car", "thing")])
+
+
+def _write_panoptic(root, meta, image_dir, panoptic_name, instances_json, regions_classes):
+    """Three photos, each with a stuff band on top and two thing boxes (the rest
+    unlabeled): ``image_dir``/*.jpg, ``panoptic_name``.json + ``panoptic_name``/*.png (segment
+    id = R + 256 G + 256^2 B, 0 unlabeled), and optionally the matching instances json."""
+    import cv2
+
     things = set(meta["thing_classes"])
     categories = [dict(id=i + 1, name=name, supercategory="x", isthing=int(name in things))
                   for i, name in enumerate(meta["classes"])]
     category = {c["name"]: c["id"] for c in categories}
-    for folder in ("val2017", "annotations/panoptic_val2017"):
+    for name, kind in regions_classes:
+        assert (name in things) == (kind == "thing"), name
+    for folder in (image_dir, panoptic_name):
         os.makedirs(osp.join(root, folder))
     images, panoptic, instances = [], [], []
     for image_id, ((h, w), photo) in enumerate(zip(IMAGE_SIZES, _photos()), start=1):
         name = f"{image_id:012d}"
         image = cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)
-        cv2.imwrite(osp.join(root, "val2017", name + ".jpg"), image[..., ::-1])
+        cv2.imwrite(osp.join(root, image_dir, name + ".jpg"), image[..., ::-1])
         ids = np.zeros((h, w), np.int64)
-        # stuff: the top third; things: two boxes; the rest stays unlabeled
-        regions = [("sky-other-merged", (0, 0, w, h // 3)), ("person", (8, h // 3, 40, h - 4)),
-                   ("car", (w // 2, h // 2, w - 6, h - 10))]
+        boxes = [(0, 0, w, h // 3), (8, h // 3, 40, h - 4), (w // 2, h // 2, w - 6, h - 10)]
         segments = []
-        for segment_id, (cls, (x1, y1, x2, y2)) in enumerate(regions, start=image_id * 10):
+        for segment_id, ((cls, _), (x1, y1, x2, y2)) in enumerate(
+                zip(regions_classes, boxes), start=image_id * 10):
             ids[y1:y2, x1:x2] = segment_id
             bbox = [x1, y1, x2 - x1, y2 - y1]
             segments.append(dict(id=segment_id, category_id=category[cls], iscrowd=0,
@@ -167,12 +185,64 @@ def write_coco_panoptic(root):
         for s in segments:                   # areas after overlaps were painted over
             s["area"] = int((ids == s["id"]).sum())
         rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], -1).astype(np.uint8)
-        cv2.imwrite(osp.join(root, "annotations/panoptic_val2017", name + ".png"), rgb[..., ::-1])
+        cv2.imwrite(osp.join(root, panoptic_name, name + ".png"), rgb[..., ::-1])
         images.append(dict(id=image_id, file_name=name + ".jpg", height=h, width=w))
         panoptic.append(dict(image_id=image_id, file_name=name + ".png", segments_info=segments))
-    with open(osp.join(root, "annotations/panoptic_val2017.json"), "w") as f:
+    with open(osp.join(root, panoptic_name + ".json"), "w") as f:
         json.dump(dict(images=images, annotations=panoptic, categories=categories), f)
-    with open(osp.join(root, "annotations/instances_val2017.json"), "w") as f:
-        json.dump(dict(images=images, annotations=instances,
-                       categories=[c for c in categories if c["isthing"]]), f)
+    if instances_json:
+        with open(osp.join(root, instances_json), "w") as f:
+            json.dump(dict(images=images, annotations=instances,
+                           categories=[c for c in categories if c["isthing"]]), f)
+    return root
+
+
+# --------------------------------------------------------------------------- YouTube-VIS
+# (H, W) of the synthetic videos' frames, and their lengths
+VIDEO_SIZES = ((96, 128), (112, 96))
+VIDEO_LENGTH = 3
+
+
+def write_youtube_vis(root, version):
+    """Two short videos in the layout mmdet's YouTube-VIS configs read (its
+    youtubevis2coco converter's CocoVID json): valid/JPEGImages/<video>/<frame>.jpg and
+    annotations/youtube_vis_<version>_valid.json with videos, frames (``frame_id``) and
+    per-frame instance annotations (``instance_id``, compressed RLE masks). Each video
+    pans across a photo; two instances (boxes) move with it."""
+    import cv2
+    from mmdet.datasets import YouTubeVISDataset
+    from pycocotools import mask as mask_util
+
+    YouTubeVISDataset.set_dataset_classes(version)
+    classes = YouTubeVISDataset.METAINFO["classes"]
+    categories = [dict(id=i + 1, name=name) for i, name in enumerate(classes)]
+    videos, images, annotations = [], [], []
+    for video_id, ((h, w), photo) in enumerate(zip(VIDEO_SIZES, _photos()), start=1):
+        name = f"{video_id:010d}"
+        os.makedirs(osp.join(root, "valid/JPEGImages", name))
+        videos.append(dict(id=video_id, name=name, height=h, width=w))
+        big = cv2.resize(photo, (w + 8 * VIDEO_LENGTH, h), interpolation=cv2.INTER_AREA)
+        for frame_id in range(VIDEO_LENGTH):
+            image_id = video_id * 100 + frame_id
+            file_name = f"{name}/{frame_id:05d}.jpg"
+            frame = np.ascontiguousarray(big[:, 8 * frame_id:8 * frame_id + w])
+            cv2.imwrite(osp.join(root, "valid/JPEGImages", file_name), frame[..., ::-1])
+            images.append(dict(id=image_id, video_id=video_id, file_name=file_name,
+                               height=h, width=w, frame_id=frame_id))
+            for instance, (cls, (x1, y1, x2, y2)) in enumerate(
+                    [(0, (10, 20, 50, h - 10)), (len(classes) - 1, (w // 2, 8, w - 4, h // 2))]):
+                x1, x2 = x1 + 2 * frame_id, x2 + 2 * frame_id
+                mask = np.zeros((h, w), np.uint8, order="F")
+                mask[y1:y2, x1:x2] = 1
+                rle = mask_util.encode(mask)
+                rle["counts"] = rle["counts"].decode()
+                annotations.append(dict(
+                    id=len(annotations) + 1, image_id=image_id, video_id=video_id,
+                    category_id=cls + 1, instance_id=video_id * 10 + instance, iscrowd=0,
+                    bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1),
+                    segmentation=rle))
+    os.makedirs(osp.join(root, "annotations"))
+    with open(osp.join(root, f"annotations/youtube_vis_{version}_valid.json"), "w") as f:
+        json.dump(dict(categories=categories, videos=videos, images=images,
+                       annotations=annotations), f)
     return root

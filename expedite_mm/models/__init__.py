@@ -4,17 +4,17 @@ Importing this module (``expedite_mm.register_all_modules()``, or a config's
 ``custom_imports=dict(imports=['expedite_mm'])``) registers
 ``ExpeditedViT`` and ``ExpeditedSwin`` into mmseg's ``MODELS`` when mmseg is installed,
 ``ExpeditedSwin`` into mmdet's, ``ExpeditedVisionTransformer`` (classification) into
-mmpretrain's, and ``ExpeditedSwinV2`` into mmdet's and mmseg's when mmpretrain is there
-too; a package that is not installed is skipped. Without torchvision, mmpretrain's
-registries are made usable for our classification configs first
-(:mod:`expedite_mm.models.mmpretrain_compat`). A package that is installed but
+mmpretrain's, and ``ExpeditedSwinV2``, ``ExpeditedViTSAM`` and ``SAMImageEncoder`` into
+mmdet's and mmseg's when mmpretrain is there too; a package that is not installed is
+skipped. Without torchvision, mmpretrain's registries are made usable for our configs
+first (:mod:`expedite_mm.models.mmpretrain_compat`). A package that is installed but
 fails to import raises, so a broken environment is not silently ignored.
 """
 import importlib.util
 import warnings
 
 from .expedite import (ClassificationExpediteArgs, ExpediteArgs, ExpediteMixin,
-                       WindowExpediteArgs)
+                       WindowExpediteArgs, WindowViTExpediteArgs)
 
 # mmengine 0.10 resolves `mmseg::`/`mmdet::` config bases through pkg_resources, which
 # setuptools (>= 77, needed by torch >= 2.6) deprecates loudly on every lookup; harmless.
@@ -37,12 +37,16 @@ if importlib.util.find_spec("mmpretrain") is not None:
     _stand_ins = _prepare_mmpretrain()          # [] with torchvision installed
     from .vit_mmpretrain import register as _register_classification
     REGISTERED["mmpretrain"] = _register_classification() + _stand_ins
-    # ExpeditedSwinV2: one class on mmpretrain's SwinTransformerV2, registered (with the
-    # stock class) for the detection/segmentation packages that are installed
+    # ExpeditedSwinV2 and ExpeditedViTSAM (+ SAMImageEncoder): classes on mmpretrain's
+    # backbones, registered (with the stock classes) for the detection/segmentation
+    # packages that are installed
     from .swinv2 import register_in as _register_swinv2
+    from .vit_sam import register_in as _register_vit_sam
     for _package in ("mmdet", "mmseg"):
         if importlib.util.find_spec(_package) is not None:
             REGISTERED.setdefault(_package, []).extend(_register_swinv2(_package))
+            REGISTERED[_package].extend(_register_vit_sam(_package))
 
-__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ClassificationExpediteArgs", "ExpediteMixin",
+__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ClassificationExpediteArgs",
+           "WindowViTExpediteArgs", "ExpediteMixin",
            "REGISTERED"]

@@ -1,11 +1,12 @@
 """The expedite arguments -- one definition for every backbone -- and what backbones share.
 
 Pure torch (the mm-specific wrappers live next to this file). :class:`ExpediteArgs` (plain
-ViTs) and :class:`WindowExpediteArgs` (Swin, SwinV2) hold every argument's name, default,
-validation and documentation; :class:`ExpediteMixin` takes them out of a backbone's
-keyword arguments before the stock ``__init__`` runs, validates them (also when expediting
-is disabled, so a bad value never waits until it is switched on) and builds the two
-operators. See ``docs/method.md`` for what the operators compute.
+ViTs), :class:`WindowExpediteArgs` (Swin, SwinV2) and :class:`WindowViTExpediteArgs` (SAM's
+windowed ViT) hold every argument's name, default, validation and documentation;
+:class:`ExpediteMixin` takes them out of a backbone's keyword arguments before the stock
+``__init__`` runs, validates them (also when expediting is disabled, so a bad value never
+waits until it is switched on) and builds the two operators. See ``docs/method.md`` for
+what the operators compute.
 """
 from __future__ import annotations
 
@@ -271,6 +272,31 @@ class ClassificationExpediteArgs(ExpediteArgs):
         return build_layerwise_reducer(self.layerwise_reducer, depth)
 
 
+@dataclass(frozen=True)
+class WindowViTExpediteArgs(WindowExpediteArgs):
+    """The expedite arguments of a plain ViT that attends within windows (SAM's image
+    encoder, ``ExpeditedViTSAM``).
+
+    Those of :class:`WindowExpediteArgs` without ``stage`` (one stack of layers) and
+    ``attention_mask_shift`` (the windows are not shifted): every ``K x K`` attention
+    window becomes ``k x k`` centres (``clustered_window_size``, default
+    ``round(0.7 * K)``: 14 -> 10), and ``cluster_after`` / ``reconstruct_after`` count
+    layers, 1-based as for :class:`ExpediteArgs` (Expedit-SAM's clustering location 6 is
+    ``cluster_after=6``; reconstruction defaults to after the last layer, before the neck).
+    """
+
+    _other_family: ClassVar[Dict[str, str]] = {
+        **WindowExpediteArgs._other_family,
+        "stage": "this ViT has no stages; cluster_after counts layers",
+        "attention_mask_shift": "this ViT's attention windows are not shifted",
+    }
+
+    @classmethod
+    def names(cls) -> Tuple[str, ...]:
+        return tuple(name for name in super().names()
+                     if name not in ("stage", "attention_mask_shift"))
+
+
 class ExpediteMixin:
     """Takes the expedite arguments out of ``__init__``'s keywords and builds the operators.
 
@@ -325,5 +351,6 @@ class ExpediteMixin:
         return False
 
 
-__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ClassificationExpediteArgs", "ExpediteMixin",
-           "DEFAULT_GRID", "DEFAULT_CLASSIFICATION_TEMPERATURE"]
+__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ClassificationExpediteArgs",
+           "WindowViTExpediteArgs", "ExpediteMixin", "DEFAULT_GRID",
+           "DEFAULT_CLASSIFICATION_TEMPERATURE"]

@@ -226,6 +226,26 @@ STAND_INS = (("MODELS", "VisionTransformerClsHead", ClsHeadStandIn),
              ("TRANSFORMS", "PackInputs", PackInputsStandIn))
 
 
+def register_stock_in(package: str, modules: List[type], stock: List[type]) -> List[str]:
+    """Register ``modules``, and the ``stock`` mmpretrain classes where their names are
+    free, in ``package``'s ``MODELS`` (e.g. mmdet, mmseg); returns the names registered.
+
+    The stock classes are registered so that stock configs build without mmengine's
+    scoped ``'mmpretrain.X'`` lookup, which imports all of ``mmpretrain.models`` (and so
+    torchvision).
+    """
+    registry = importlib.import_module(f"{package}.registry").MODELS
+    names = []
+    for cls in modules:
+        registry.register_module(module=cls)
+        names.append(cls.__name__)
+    for cls in stock:
+        if registry.get(cls.__name__) is None:
+            registry.register_module(module=cls)
+            names.append(cls.__name__)
+    return names
+
+
 # --------------------------------------------------------------------------- setup
 _prepared: Optional[List[str]] = None
 
@@ -268,5 +288,5 @@ def prepare() -> List[str]:
     return _prepared
 
 
-__all__ = ["TORCHVISION_INSTALLED", "import_stock", "prepare", "ClsHeadStandIn",
+__all__ = ["TORCHVISION_INSTALLED", "import_stock", "register_stock_in", "prepare", "ClsHeadStandIn",
            "ResizeEdgeStandIn", "PackInputsStandIn", "STOCK_MODULES"]

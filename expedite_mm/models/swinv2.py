@@ -8,7 +8,6 @@ window clustering and the block loop are the Swin ones
 """
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Optional, Tuple
 
@@ -17,12 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.window import crop_coords_table, relative_position_index, shifted_window_attention
-from .mmpretrain_compat import import_stock
+from .mmpretrain_compat import import_stock, register_stock_in
 from .swin import ExpeditedStageMixin, WindowExpediteMixin, checkpointed
 
 STOCK_MODULE = "mmpretrain.models.backbones.swin_transformer_v2"
-
-
 _stock = import_stock(STOCK_MODULE)   # tolerates a missing torchvision only
 SwinTransformerV2, SwinBlockV2Sequence = _stock.SwinTransformerV2, _stock.SwinBlockV2Sequence
 
@@ -132,13 +129,7 @@ def register_in(package: str) -> list:
     which needs torchvision (see :mod:`expedite_mm.models.mmpretrain_compat`). Returns the
     names registered.
     """
-    registry = importlib.import_module(f"{package}.registry").MODELS
-    registry.register_module(module=ExpeditedSwinV2)
-    names = ["ExpeditedSwinV2"]
-    if registry.get("SwinTransformerV2") is None:
-        registry.register_module(module=SwinTransformerV2)
-        names.append("SwinTransformerV2")
-    return names
+    return register_stock_in(package, [ExpeditedSwinV2], [SwinTransformerV2])
 
 
 __all__ = ["ExpeditedSwinV2", "SwinTransformerV2", "register_in"]

@@ -104,7 +104,8 @@ def import_custom_modules(cfg: Config) -> None:
 def default_input_shape(cfg: Config) -> Tuple[int, int]:
     """The (H, W) a network sees at test time: the slide crop, else the preprocessor size,
     else the test pipeline's last ``CenterCrop`` (classification), else its ``Resize``
-    scale (short side x long side as a square-ish canvas)."""
+    scale (short side x long side as a square-ish canvas), else the backbone's
+    ``img_size`` (e.g. SAM's encoder, which has no test pipeline)."""
     test_cfg = cfg.model.get("test_cfg") or {}
     if test_cfg.get("mode") == "slide" and test_cfg.get("crop_size"):
         return tuple(test_cfg["crop_size"])
@@ -123,6 +124,9 @@ def default_input_shape(cfg: Config) -> Tuple[int, int]:
                 return scale, scale
             w, h = scale  # mmcv scales are (w, h); with keep_ratio the short side bounds
             return (min(w, h), max(w, h)) if step.get("keep_ratio") else (h, w)
+    img_size = (cfg.model.get("backbone") or {}).get("img_size")
+    if img_size:
+        return (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     raise ValueError("cannot infer the input shape from the config; pass --shape H W")
 
 

@@ -183,7 +183,7 @@ def test_coco_configs_through_test_tool(config, cluster_after, coco_root, tmp_pa
 def test_ade20k_config_through_test_tool(tmp_path):
     data_root = write_ade20k(str(tmp_path / "ade"))
     tiny = write_ade_config(
-        tmp_path, osp.join(CONFIGS, "mask2former_swin-l_expedite-a8-w8_ade20k-640x640.py"),
+        tmp_path, osp.join(CONFIGS, "mask2former_swin-l_expedite-a7-w8_ade20k-640x640.py"),
         data_root, cluster_after=1)
     checkpoint = save_official_checkpoint(tiny, tmp_path / "official.pth", "mmseg")
     metrics, predictions = run_checked(tiny, checkpoint, tmp_path, "expedited")

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import expedite_mm.models  # noqa: F401  (registers ExpeditedViTSAM)
-from expedite_mm.models.vit_sam import ExpeditedViTSAM, ViTSAM, build_stock_vit_sam
+from expedite_mm.models.vit_sam import ExpeditedViTSAM, ViTSAM
 from expedite_mm.ops import TokenClustering, TokenReconstruction
 from expedite_mm.utils.config import build_model, disable_expedite, load_config
 from harness import ROOT, assert_stock_fallback_once, load_tool
@@ -42,7 +42,7 @@ def build_pair(package="mmseg", dtype=torch.float32, **kwargs):
     """A stock ViTSAM and an ExpeditedViTSAM with the same random weights (eval mode)."""
     expedite = {k: v for k, v in kwargs.items() if k in ExpeditedViTSAM.expedite_args_class.names()}
     stock_kwargs = {k: v for k, v in kwargs.items() if k not in expedite}
-    stock = build_stock_vit_sam(**{**TINY, **stock_kwargs}).to(dtype)
+    stock = ViTSAM(**{**TINY, **stock_kwargs}).to(dtype)
     ours = registry(package).build(dict(type="ExpeditedViTSAM", **{**TINY, **kwargs})).to(dtype)
     ours.load_state_dict(stock.state_dict())
     stock.eval()

@@ -6,15 +6,16 @@ custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
 model = dict(
     backbone=dict(
         type='ExpeditedSwin',
-        # The paper's alpha counts all Swin-L blocks (depths 2, 2, 18, 2): alpha=10 is after
-        # the 6th block of the third stage; its other 12 blocks run on 8x8 windows, and every
-        # window is reconstructed to 12x12 at the end of the stage (before patch merging).
+        # The release's CLUSTERING_LOCATION 10 counts all Swin-L blocks (depths 2, 2, 18,
+        # 2): after the 6th block of the third stage; its other 12 blocks run on 8x8
+        # windows, and every window is reconstructed to 12x12 at the end of the stage
+        # (before patch merging).
         stage=2,
         cluster_after=6,
         clustered_window_size=8,
-        # The released Mask2Former settings (not our defaults): lambda 7x7, tau 20 (their
-        # 0.05), k 10, and L2-normalised reconstruction weights as in the released code, so
-        # that the released numbers are reproduced (docs/method.md §2).
+        # Expedit-Mask2Former's COCO panoptic yaml (not our defaults): lambda 7x7, tau 20
+        # (its TEMPERATURE 0.05), k 10, and L2-normalised reconstruction weights as in the
+        # released code (docs/method.md §2).
         cluster_window=7,
         cluster_iters=5,
         temperature=20.0,

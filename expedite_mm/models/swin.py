@@ -123,7 +123,7 @@ def attend_v1(w_msa: nn.Module, windows: Tensor, bias: Tensor, mask: Optional[Te
     """mmdet's/mmseg's ``WindowMSA`` computation with an explicit bias (heads, n, n)."""
     B_, n, C = windows.shape
     heads = w_msa.num_heads
-    q, k, v = w_msa.qkv(windows).reshape(B_, n, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = w_msa.qkv(windows).reshape(B_, n, 3, heads, C // heads).permute(2, 0, 3, 1, 4).unbind(0)
     attn = (q * w_msa.scale) @ k.transpose(-2, -1) + bias.unsqueeze(0)
     if mask is not None:
         nW = mask.shape[0]

@@ -44,7 +44,7 @@ def attend_v2(w_msa: nn.Module, windows: Tensor, bias: Tensor, mask: Optional[Te
     if w_msa.q_bias is not None:
         qkv_bias = torch.cat((w_msa.q_bias, torch.zeros_like(w_msa.v_bias), w_msa.v_bias))
     qkv = F.linear(windows, w_msa.qkv.weight, qkv_bias)
-    q, k, v = qkv.reshape(B_, n, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.reshape(B_, n, 3, heads, C // heads).permute(2, 0, 3, 1, 4).unbind(0)
     attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
     attn = attn * torch.clamp(w_msa.logit_scale, max=math.log(1.0 / 0.01)).exp() + bias.unsqueeze(0)
     if mask is not None:

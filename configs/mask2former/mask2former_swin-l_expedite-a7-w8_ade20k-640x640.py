@@ -7,17 +7,20 @@ custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
 model = dict(
     backbone=dict(
         type='ExpeditedSwin',
-        # The paper's alpha counts all Swin-L blocks (depths 2, 2, 18, 2): alpha=8 is after
-        # the 4th block of the third stage; its other 14 blocks run on 8x8 windows.
+        # The released config (Expedit-Mask2Former's ADE20K semantic yaml) sets
+        # CLUSTERING_LOCATION 7, counted over all Swin-L blocks (depths 2, 2, 18, 2): after
+        # the 3rd block of the third stage; its other 15 blocks run on 8x8 windows. (The
+        # paper's table labels this row alpha 8; location 7 is what the release runs, and it
+        # reproduces the released 620 GFLOPs: fvcore 619.1 of 936.9.)
         stage=2,
-        cluster_after=4,
+        cluster_after=3,
         clustered_window_size=8,
-        # The released Mask2Former settings (not our defaults): lambda 7x7, tau 20 (their
-        # 0.05), k 10, and L2-normalised reconstruction weights as in the released code, so
-        # that the released numbers are reproduced (docs/method.md §2).
-        cluster_window=7,
+        # That yaml's operator settings (not our defaults): lambda 5x5, 5 iterations,
+        # tau 100 (its TEMPERATURE 0.01), k 10, and L2-normalised reconstruction weights as
+        # in the released code (docs/method.md §2).
+        cluster_window=5,
         cluster_iters=5,
-        temperature=20.0,
+        temperature=100.0,
         reconstruct_k=10,
         reconstruct_normalize='l2',
         # Expedit-Mask2Former's code masks the shifted clustered windows with the stage's

@@ -34,7 +34,9 @@ TINY_HEAD = ("in_channels=[16, 32, 64, 128], num_queries=20, "
 
 
 # --------------------------------------------------------------------------- configs
-def write_coco_config(tmp, base, data_root, cluster_after):
+def write_panoptic_config(tmp, base, data_root, cluster_after, scale, evaluator):
+    """A test config inheriting ``base``: the tiny Swin and head, a small test resize, the
+    synthetic dataset at ``data_root`` and ``evaluator`` (config text)."""
     path = tmp / f"tiny_{osp.basename(base)}"
     path.write_text(f"""
 _base_ = {base!r}
@@ -43,43 +45,31 @@ model = dict(
     panoptic_head=dict({TINY_HEAD}))
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(256, 192), keep_ratio=True),
+    dict(type='Resize', scale={scale!r}, keep_ratio=True),
     dict(type='LoadPanopticAnnotations'),
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
 test_dataloader = dict(num_workers=0, persistent_workers=False,
                        dataset=dict(data_root={data_root + '/'!r}, pipeline=test_pipeline))
-test_evaluator = [
+test_evaluator = {evaluator}
+env_cfg = dict(cudnn_benchmark=False)
+""")
+    return str(path)
+
+
+def write_coco_config(tmp, base, data_root, cluster_after):
+    return write_panoptic_config(tmp, base, data_root, cluster_after, (256, 192), f"""[
     dict(type='CocoPanopticMetric',
          ann_file={data_root + '/annotations/panoptic_val2017.json'!r},
          seg_prefix={data_root + '/annotations/panoptic_val2017/'!r}),
     dict(type='CocoMetric', ann_file={data_root + '/annotations/instances_val2017.json'!r},
-         metric=['bbox', 'segm'])]
-env_cfg = dict(cudnn_benchmark=False)
-""")
-    return str(path)
+         metric=['bbox', 'segm'])]""")
 
 
 def write_ade_panoptic_config(tmp, base, data_root, cluster_after):
-    path = tmp / f"tiny_{osp.basename(base)}"
-    path.write_text(f"""
-_base_ = {base!r}
-model = dict(
-    backbone=dict({TINY_SWIN}, cluster_after={cluster_after}),
-    panoptic_head=dict({TINY_HEAD}))
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(1024, 192), keep_ratio=True),
-    dict(type='LoadPanopticAnnotations'),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
-test_dataloader = dict(num_workers=0, persistent_workers=False,
-                       dataset=dict(data_root={data_root + '/'!r}, pipeline=test_pipeline))
-test_evaluator = dict(ann_file={data_root + '/ade20k_panoptic_val.json'!r},
-                      seg_prefix={data_root + '/ade20k_panoptic_val/'!r})
-env_cfg = dict(cudnn_benchmark=False)
-""")
-    return str(path)
+    return write_panoptic_config(tmp, base, data_root, cluster_after, (1024, 192), f"""dict(
+    ann_file={data_root + '/ade20k_panoptic_val.json'!r},
+    seg_prefix={data_root + '/ade20k_panoptic_val/'!r})""")
 
 
 def write_vis_config(tmp, base, data_root, version, cluster_after):

@@ -122,8 +122,10 @@ def extract_state_dict(checkpoint: Mapping) -> Dict[str, Tensor]:
         if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping):
             checkpoint = checkpoint[key]
     if not isinstance(checkpoint, Mapping) or "class_token" not in checkpoint:
-        raise SwagConversionError("expected a SWAG ViT checkpoint: a state dict with "
-                                  "'class_token', 'conv_proj.*' and 'encoder.*' weights")
+        from expedite_mm.utils.checkpoint import describe_payload
+        raise SwagConversionError(f"expected a SWAG ViT checkpoint: a state dict with "
+                                  f"'class_token', 'conv_proj.*' and 'encoder.*' weights, got "
+                                  f"{describe_payload(checkpoint)}")
     return dict(checkpoint)
 
 

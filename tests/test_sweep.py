@@ -70,7 +70,7 @@ def test_uniform_downsample_segmenter_vit_l():
     small, info = uniform_downsample(cfg, 576)
     assert info["base"] == (640, 640) and info["size"] == (576, 576) and info["factor"] == 0.9
     assert tuple(small.model.test_cfg.crop_size) == (576, 576)
-    assert tuple(small.model.test_cfg.stride) == (547, 547)            # round(608 * 0.9)
+    assert tuple(small.model.test_cfg.stride) == (576, 576)            # 640 * 0.9
     assert tuple(small.model.data_preprocessor.size) == (576, 576)
     resize = [s for s in small.test_dataloader.dataset.pipeline if s["type"] == "Resize"][0]
     assert tuple(resize["scale"]) == (2304, 576)                        # (2560, 640) * 0.9

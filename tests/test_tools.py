@@ -20,13 +20,14 @@ ADE_A10 = osp.join(ROOT, "configs/segmenter/segmenter_vit-l_expedite-a10-28x28_a
 
 
 def write_tiny_config(tmp_path, data_root):
-    """Our alpha-10 config, inherited, with a 32-wide 4-layer ViT (cluster after 2)."""
+    """Our alpha-10 config, inherited (the logits placement: head on the centres, logits
+    reconstructed), with a 32-wide 4-layer ViT (cluster after 2)."""
     path = tmp_path / "tiny_segmenter_expedite.py"
     path.write_text(f"""
 _base_ = {ADE_A10!r}
 model = dict(
     backbone=dict(embed_dims=32, num_layers=4, num_heads=2, cluster_after=2,
-                  reconstruct_after=4, cluster_grid=(28, 28), drop_path_rate=0.0),
+                  cluster_grid=(28, 28), drop_path_rate=0.0),
     decode_head=dict(in_channels=32, channels=32, num_heads=2, embed_dims=32, num_layers=1))
 test_dataloader = dict(num_workers=0, persistent_workers=False,
                        dataset=dict(data_root={str(data_root)!r}))

@@ -13,7 +13,7 @@ import dataclasses
 import numbers
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -25,6 +25,7 @@ from ..ops.reducers import GRID_REDUCERS, REDUCERS, build_reduction
 from ..ops.window import DEFAULT_WINDOW_K
 
 DEFAULT_GRID = 0.7  # 28x28 clusters for 40x40 tokens, the paper's main setting
+PLACEMENTS = ("backbone", "logits")
 
 
 def _optional_int(value: Any, name: str) -> Optional[int]:
@@ -49,7 +50,16 @@ class ExpediteArgs:
             is the stock one, bit for bit.
         reconstruct_after: alpha + beta, the layer after which the tokens are restored to
             full resolution (``alpha < . <= depth``; default: the last layer, after the
-            final norm).
+            final norm). Only with ``reconstruct_placement='backbone'``.
+        reconstruct_placement: where token reconstruction happens. ``'backbone'``
+            (default): inside the backbone after layer ``reconstruct_after``; every output
+            is at full resolution, so any neck or head works. ``'logits'``: as the
+            Expedit-Segmenter release computes: the backbone never reconstructs (layers
+            ``alpha+1 .. depth`` and the final norm run on the centres, every output is the
+            ``h x w`` centre map), the decode head runs on that map and the segmentor
+            (``ExpeditedEncoderDecoder``) reconstructs the head's class logits to the token
+            grid before the usual resize. Needs a grid reducer ('Cluster', 'AvgPool') and
+            a head that reads one feature map (``docs/method.md`` §4.1).
         cluster_grid: the ``h x w`` cluster centres: an int, an ``(h, w)`` pair, or a ratio
             in (0, 1] of the token grid (default 0.7: 40x40 tokens -> 28x28 centres).
         cluster_window: odd side of the ``lambda = window x window`` cells around its home
@@ -72,6 +82,7 @@ class ExpediteArgs:
 
     cluster_after: Optional[int] = None
     reconstruct_after: Optional[int] = None
+    reconstruct_placement: str = "backbone"
     cluster_grid: GridSpec = DEFAULT_GRID
     cluster_window: int = DEFAULT_WINDOW
     cluster_iters: int = DEFAULT_ITERS
@@ -106,6 +117,19 @@ class ExpediteArgs:
         validate_choice(self.reconstruct_normalize, "reconstruct_normalize", NORMALIZATIONS)
         validate_choice(self.reconstruct_neighbours, "reconstruct_neighbours", NEIGHBOURS)
         validate_choice(self.reconstruct_ties, "reconstruct_ties", TIES)
+        validate_choice(self.reconstruct_placement, "reconstruct_placement", PLACEMENTS)
+        if self.reconstruct_placement == "logits":
+            if self.reconstruct_after is not None:
+                raise ValueError(f"reconstruct_after must be None with reconstruct_placement="
+                                 f"'logits' (the backbone never reconstructs: layers after "
+                                 f"cluster_after run on the centres), got {self.reconstruct_after!r}")
+            # (a malformed reducer is refused later, by build_operators)
+            reducer = self.reducer.get("type") if isinstance(self.reducer, Mapping) else None
+            if reducer is not None and reducer not in GRID_REDUCERS:
+                raise ValueError(f"reconstruct_placement='logits' hands the decode head the h x w "
+                                 f"map of the reduced tokens, which only the grid reducers "
+                                 f"{GRID_REDUCERS} give; reducer type {reducer!r} needs "
+                                 f"reconstruct_placement='backbone'")
         self._validate_family()
 
     def _validate_family(self) -> None:
@@ -188,6 +212,8 @@ class WindowExpediteArgs(ExpediteArgs):
     _other_family: ClassVar[Dict[str, str]] = {
         "cluster_grid": "windowed backbones cluster every K x K window to k x k centres; set "
                         "clustered_window_size=k instead",
+        "reconstruct_placement": "windowed backbones reconstruct every window inside the "
+                                 "stage (reconstruct_after); there is no logits placement",
     }
 
     def _validate_family(self) -> None:
@@ -206,7 +232,8 @@ class WindowExpediteArgs(ExpediteArgs):
 
     @classmethod
     def names(cls) -> Tuple[str, ...]:
-        return tuple(name for name in super().names() if name != "cluster_grid")
+        return tuple(name for name in super().names()
+                     if name not in ("cluster_grid", "reconstruct_placement"))
 
 
 class ExpediteMixin:
@@ -263,4 +290,4 @@ class ExpediteMixin:
         return False
 
 
-__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ExpediteMixin", "DEFAULT_GRID"]
+__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ExpediteMixin", "DEFAULT_GRID", "PLACEMENTS"]

@@ -68,6 +68,11 @@ def import_custom_modules(cfg: Config) -> None:
     custom = cfg.get("custom_imports")
     if custom:
         import_modules_from_strings(**custom)
+        if "expedite_mm" in (custom.get("imports") or ()):
+            # a no-op import if expedite_mm was imported before mmengine (then it did not
+            # register): register now
+            from expedite_mm import register_all_modules
+            register_all_modules()
 
 
 def default_input_shape(cfg: Config) -> Tuple[int, int]:

@@ -242,7 +242,7 @@ class ExpediteMixin:
     ``expedite_args_class`` names the argument family. After the stock ``__init__`` the
     subclass calls :meth:`_setup_expedite` with its depth and cluster budget. Attributes:
     ``expedite_args`` (validated), ``cluster_after`` / ``reconstruct_after`` (``None``
-    when disabled), ``clustering`` / ``reconstruction`` (the operator pair, ``None`` when
+    when disabled; ``reconstruct_after`` also with ``reconstruct_placement='logits'``), ``clustering`` / ``reconstruction`` (the operator pair, ``None`` when
     disabled), ``reducer_type`` / ``reconstructor_type``.
     """
 

@@ -100,7 +100,7 @@ def test_config_builds_and_changes_only_the_backbone(path):
         assert isinstance(model, stock_segmentor) and type(model) is not stock_segmentor, \
             f"{osp.basename(path)} changes model.type to a class that is not a {stock_segmentor}"
         # no weights of its own: the state-dict keys are those of its stock parts
-        assert not list(model.named_parameters(recurse=False)) + list(model.named_buffers(recurse=False))
+        assert not [*model.named_parameters(recurse=False), *model.named_buffers(recurse=False)]
         assert {name for name, _ in model.named_children()} <= {
             "data_preprocessor", "backbone", "neck", "decode_head", "auxiliary_head"}
     ours, theirs = _flatten(cfg.to_dict()), _flatten(base.to_dict())

@@ -94,7 +94,8 @@ def release_slide(model, image, crop, stride, **ops):
         for c in range(max(W - cw + sw - 1, 0) // sw + 1):
             y2, x2 = min(r * sh + ch, H), min(c * sw + cw, W)
             y1, x1 = max(y2 - ch, 0), max(x2 - cw, 0)
-            out[:, :, y1:y2, x1:x2] += release_encode_decode(model, image[:, :, y1:y2, x1:x2], **ops)
+            crop_image = image[:, :, y1:y2, x1:x2]
+            out[:, :, y1:y2, x1:x2] += release_encode_decode(model, crop_image, **ops)
             count[:, :, y1:y2, x1:x2] += 1
     return out / count
 
@@ -118,7 +119,8 @@ def test_whole_inference_equals_the_release_computation(shape, normalize):
     image = torch.randn(2, 3, *shape)
     with torch.no_grad():
         ours = model.inference(image, metas(2, shape))
-        expected = release_encode_decode(model, image, **reference_ops(reconstruct_normalize=normalize))
+        expected = release_encode_decode(model, image,
+                                         **reference_ops(reconstruct_normalize=normalize))
     assert ours.shape == (2, NUM_CLASSES, *shape)
     torch.testing.assert_close(ours, expected, atol=2e-5, rtol=1e-4)
     # the placement matters: reconstructing the features inside the backbone differs

@@ -122,7 +122,8 @@ class ExpediteArgs:
             if self.reconstruct_after is not None:
                 raise ValueError(f"reconstruct_after must be None with reconstruct_placement="
                                  f"'logits' (the backbone never reconstructs: layers after "
-                                 f"cluster_after run on the centres), got {self.reconstruct_after!r}")
+                                 f"cluster_after run on the centres), got "
+                                 f"{self.reconstruct_after!r}")
             # (a malformed reducer is refused later, by build_operators)
             reducer = self.reducer.get("type") if isinstance(self.reducer, Mapping) else None
             if reducer is not None and reducer not in GRID_REDUCERS:
@@ -242,8 +243,9 @@ class ExpediteMixin:
     ``expedite_args_class`` names the argument family. After the stock ``__init__`` the
     subclass calls :meth:`_setup_expedite` with its depth and cluster budget. Attributes:
     ``expedite_args`` (validated), ``cluster_after`` / ``reconstruct_after`` (``None``
-    when disabled; ``reconstruct_after`` also with ``reconstruct_placement='logits'``), ``clustering`` / ``reconstruction`` (the operator pair, ``None`` when
-    disabled), ``reducer_type`` / ``reconstructor_type``.
+    when disabled; ``reconstruct_after`` also with ``reconstruct_placement='logits'``),
+    ``clustering`` / ``reconstruction`` (the operator pair, ``None`` when disabled),
+    ``reducer_type`` / ``reconstructor_type``.
     """
 
     expedite_args_class: ClassVar[type] = ExpediteArgs

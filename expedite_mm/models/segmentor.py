@@ -64,7 +64,8 @@ class ExpeditedEncoderDecoder(EncoderDecoder):
             raise ValueError(hint.format(what=f"the neck {type(self.neck).__name__}"))
         for name, head in self._heads():
             if not _reads_one_map(head):
-                what = (f"{name} {type(head).__name__} (in_index={getattr(head, 'in_index', None)!r}, "
+                what = (f"{name} {type(head).__name__} "
+                        f"(in_index={getattr(head, 'in_index', None)!r}, "
                         f"input_transform={getattr(head, 'input_transform', None)!r})")
                 raise ValueError(hint.format(what=what))
 

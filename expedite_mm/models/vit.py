@@ -1,13 +1,14 @@
 """``ExpeditedViT``: mmseg's ``VisionTransformer`` with token clustering/reconstruction."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, List, Optional, Tuple
+from typing import ClassVar, List, Optional, Tuple
 
 import torch
 from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ..ops.cluster import ClusterState
 from ..ops.reducers import KeepState, attention_guide
 from .expedite import ExpediteMixin
 
@@ -30,8 +31,8 @@ class ExpeditedViT(ExpediteMixin, VisionTransformer):
     the backbone never reconstructs: :meth:`forward_with_state` returns the ``h x w``
     centre maps and the clustering state, ``ExpeditedEncoderDecoder`` reconstructs the
     decode head's logits with :meth:`reconstruct_map`, and plain :meth:`forward` refuses.
-    The class token passes through the clustered layers untouched by clustering. With ``reducer=dict(type=
-    'EViT')`` tokens are scored by the class-token attention of layer
+    The class token passes through the clustered layers untouched by clustering. With
+    ``reducer=dict(type='EViT')`` tokens are scored by the class-token attention of layer
     ``cluster_after + 1`` (its own norm and q/k projections applied to the tokens
     entering it); ToMe matches on that layer's keys averaged over heads.
     """
@@ -77,7 +78,7 @@ class ExpeditedViT(ExpediteMixin, VisionTransformer):
                 f"model=dict(type='ExpeditedEncoderDecoder', ...), or call forward_with_state()")
         return self.forward_with_state(inputs)[0]
 
-    def forward_with_state(self, inputs: Tensor) -> Tuple[Tuple, Optional[Any]]:
+    def forward_with_state(self, inputs: Tensor) -> Tuple[Tuple, Optional[ClusterState]]:
         """The outputs and what the segmentor needs to reconstruct from them.
 
         Returns ``(outputs, state)``. With ``reconstruct_placement='logits'`` (and an input
@@ -128,7 +129,7 @@ class ExpeditedViT(ExpediteMixin, VisionTransformer):
         # in-backbone placement: reconstructed at reconstruct_after <= depth, state is None
         return tuple(outs), state
 
-    def reconstruct_map(self, maps: Tensor, state: Any) -> Tensor:
+    def reconstruct_map(self, maps: Tensor, state: ClusterState) -> Tensor:
         """Token reconstruction of any per-centre map, e.g. the decode head's logits.
 
         Args:

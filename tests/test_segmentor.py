@@ -154,6 +154,7 @@ def test_tensor_forward_is_the_reconstructed_logits_on_the_token_grid():
         logits = model._forward(image)
         expected = release_encode_decode(model, image, **reference_ops())
     assert logits.shape == (1, NUM_CLASSES, 6, 8)
+    assert logits.is_contiguous()   # not a channels-last view: the resize would stay one (slow)
     # the resize of a token-grid map to the image is the only step left
     resized = F.interpolate(logits, size=(96, 128), mode="bilinear", align_corners=False)
     torch.testing.assert_close(resized, expected, atol=2e-5, rtol=1e-4)

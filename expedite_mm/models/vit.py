@@ -147,7 +147,9 @@ class ExpeditedViT(ExpediteMixin, VisionTransformer):
                              f"{tuple(state.grid)} centre map: the decode head must keep the "
                              f"resolution of its input")
         tokens = self.reconstruction(maps.flatten(2).transpose(1, 2), state)    # (B, N, K)
-        return tokens.transpose(1, 2).reshape(B, K, *state.hw)
+        # contiguous: a (B, K, H, W) view of the (B, N, K) tokens would be channels-last,
+        # and so would everything after it (the resize, slide accumulation: 2x slower)
+        return tokens.transpose(1, 2).reshape(B, K, *state.hw).contiguous()
 
     def _split(self, x: Tensor) -> Tuple[Optional[Tensor], Tensor]:
         return (x[:, :1], x[:, 1:]) if self.with_cls_token else (None, x)

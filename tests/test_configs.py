@@ -5,13 +5,17 @@ One parametrised test over ``configs/**/*.py``, so a new config is covered autom
   random weights in the config's default scope, through ``custom_imports``;
 * an expedited config (backbone ``cluster_after`` set) differs from its ``_base_`` only
   in the backbone type, the expedited backbone's own arguments (those its class takes
-  beyond the stock class), ``custom_imports``, ``load_from`` and the pretrained-weights
-  pointers that a test-time config drops; the built backbone is expedited with exactly
-  the configured operator settings, built on the stock class of the config's package.
+  beyond the stock class), ``custom_imports``, ``load_from``, the pretrained-weights
+  pointers that a test-time config drops and the segmentor type -- only to a subclass of
+  the base's segmentor (``ExpeditedEncoderDecoder`` for the logits placement, which adds
+  no parameters, so the official checkpoint still fits); the built backbone is expedited
+  with exactly the configured operator settings, built on the stock class of the config's
+  package.
 """
 import ast
 import contextlib
 import glob
+import importlib
 import inspect
 import os.path as osp
 import textwrap
@@ -111,11 +115,21 @@ def test_config_builds_and_changes_only_the_backbone(path):
     assert not expedite_keys & _init_params(stock_class), "an expedite argument shadows a stock one"
     assert expedite_keys, type(backbone)
     base = _base_of(path)
+    if cfg.model.type != base.model.type:       # a subclass of the base's segmentor only
+        registry = importlib.import_module(f"{cfg.default_scope}.registry").MODELS
+        stock_segmentor = registry.get(base.model.type)
+        assert isinstance(model, stock_segmentor) and type(model) is not stock_segmentor, \
+            f"{osp.basename(path)} changes model.type to a class that is not a {stock_segmentor}"
+        # no weights of its own: the state-dict keys are those of its stock parts
+        assert not [*model.named_parameters(recurse=False), *model.named_buffers(recurse=False)]
+        assert {name for name, _ in model.named_children()} <= {
+            "data_preprocessor", "backbone", "neck", "decode_head", "auxiliary_head"}
     ours, theirs = _flatten(cfg.to_dict()), _flatten(base.to_dict())
     changed = {k for k in ours.keys() | theirs.keys() if ours.get(k, object()) != theirs.get(k, object())}
     for key in changed:
         parts = key.split(".")
         allowed = (parts[0] in ALLOWED_TOP_LEVEL
+                   or parts == ["model", "type"]           # checked above: a subclass
                    or parts[:2] == ["model", parts[1]] and parts[1] in ALLOWED_MODEL_KEYS
                    or parts[:2] == ["model", "backbone"] and len(parts) > 2
                    and (parts[2] in ALLOWED_BACKBONE_KEYS or parts[2] in expedite_keys))

@@ -70,7 +70,7 @@ def test_uniform_downsample_segmenter_vit_l():
     small, info = uniform_downsample(cfg, 576)
     assert info["base"] == (640, 640) and info["size"] == (576, 576) and info["factor"] == 0.9
     assert tuple(small.model.test_cfg.crop_size) == (576, 576)
-    assert tuple(small.model.test_cfg.stride) == (547, 547)            # round(608 * 0.9)
+    assert tuple(small.model.test_cfg.stride) == (576, 576)            # 640 * 0.9
     assert tuple(small.model.data_preprocessor.size) == (576, 576)
     resize = [s for s in small.test_dataloader.dataset.pipeline if s["type"] == "Resize"][0]
     assert tuple(resize["scale"]) == (2304, 576)                        # (2560, 640) * 0.9
@@ -160,6 +160,26 @@ def test_sweep_rows_plot_and_resume(tiny_config, tmp_path, monkeypatch):
     assert measured == [("EViT", "6x6", "")]
     assert len(read_csv(out / "sweep.csv")) == len(table)
     assert sorted(r["grid"] for r in resumed if r["reducer"] == "Cluster") == ["6x6", "6x6"]
+
+
+def test_sweep_rows_of_a_logits_placement_config(tiny_config):
+    """A config that reconstructs the head's logits keeps that placement in its rows, except
+    for EViT/ToMe (no h x w map for the head), which reconstruct inside the backbone."""
+    from expedite_mm.utils.config import build_model, load_config, synthetic_batch
+    cfg = load_config(tiny_config, {"model.type": "ExpeditedEncoderDecoder",
+                                    "model.backbone.reconstruct_placement": "logits"})
+    row = dict(reducer="", alpha="1", grid="4x4", window="", iters="", temperature="", k="",
+               input="96x96")
+    for label, placement in [("Cluster", "logits"), ("AvgPool+Bilinear", "logits"),
+                             ("EViT", "backbone"), ("ToMe", "backbone")]:
+        row_cfg = sweep.row_config(cfg, dict(row, reducer=label))
+        assert row_cfg.model.backbone.reconstruct_placement == placement, label
+        model = build_model(row_cfg)
+        assert model.reconstructs_logits == (placement == "logits")
+        with torch.no_grad():
+            logits = model._forward(synthetic_batch(model, (96, 96))[0])
+        assert logits.shape == (1, 150, 12, 12)
+    assert cfg.model.backbone.reconstruct_placement == "logits"      # rows are copies
 
 
 def test_sweep_benchmarks_against_the_stock_model(tiny_config, tmp_path):

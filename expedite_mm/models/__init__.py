@@ -2,12 +2,13 @@
 
 Importing this module (``expedite_mm.register_all_modules()``, or a config's
 ``custom_imports=dict(imports=['expedite_mm'])``) registers
-``ExpeditedViT`` and ``ExpeditedSwin`` into mmseg's ``MODELS`` when mmseg is installed,
-``ExpeditedSwin`` into mmdet's, ``ExpeditedVisionTransformer`` (classification) into
-mmpretrain's, and ``ExpeditedSwinV2``, ``ExpeditedViTSAM`` and ``SAMImageEncoder`` into
-mmdet's and mmseg's when mmpretrain is there too; a package that is not installed is
-skipped. Without torchvision, mmpretrain's registries are made usable for our configs
-first (:mod:`expedite_mm.models.mmpretrain_compat`). A package that is installed but
+``ExpeditedViT``, ``ExpeditedSwin`` and ``ExpeditedEncoderDecoder`` (the segmentor of the
+logits placement) into mmseg's ``MODELS`` when mmseg is installed, ``ExpeditedSwin`` into
+mmdet's, ``ExpeditedVisionTransformer`` (classification) into mmpretrain's, and
+``ExpeditedSwinV2``, ``ExpeditedViTSAM`` and ``SAMImageEncoder`` into mmdet's and mmseg's
+when mmpretrain is there too; a package that is not installed is skipped. Without
+torchvision, mmpretrain's registries are made usable for our configs first
+(:mod:`expedite_mm.models.mmpretrain_compat`). A package that is installed but
 fails to import raises, so a broken environment is not silently ignored.
 """
 import importlib.util
@@ -23,9 +24,10 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 REGISTERED = {}
 
 if importlib.util.find_spec("mmseg") is not None:
-    from . import dpt_head, hybrid_vit, swin_mmseg, vit  # noqa: F401
+    from . import dpt_head, hybrid_vit, segmentor, swin_mmseg, vit  # noqa: F401
     from .. import datasets, evaluation  # noqa: F401  (DPT depth: KITTI, DPT's protocol)
-    REGISTERED["mmseg"] = ["ExpeditedViT", "ExpeditedSwin", "HybridViT", "ExpeditedHybridViT",
+    REGISTERED["mmseg"] = ["ExpeditedViT", "ExpeditedEncoderDecoder", "ExpeditedSwin",
+                           "HybridViT", "ExpeditedHybridViT",
                            "DPTDepthHead", "KITTIDepthDataset", "KBCrop", "MonoDepthMetric"]
 
 if importlib.util.find_spec("mmdet") is not None:

@@ -14,7 +14,7 @@ import dataclasses
 import numbers
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -30,6 +30,7 @@ DEFAULT_GRID = 0.7  # 28x28 clusters for 40x40 tokens, the paper's main setting
 DEFAULT_CLASSIFICATION_TEMPERATURE = 1.0
 _CLASSIFICATION_ONLY = ("classification backbones (mmpretrain's ExpeditedVisionTransformer) "
                         "only")
+PLACEMENTS = ("backbone", "logits")
 
 
 def _optional_int(value: Any, name: str) -> Optional[int]:
@@ -54,7 +55,16 @@ class ExpediteArgs:
             is the stock one, bit for bit.
         reconstruct_after: alpha + beta, the layer after which the tokens are restored to
             full resolution (``alpha < . <= depth``; default: the last layer, after the
-            final norm).
+            final norm). Only with ``reconstruct_placement='backbone'``.
+        reconstruct_placement: where token reconstruction happens. ``'backbone'``
+            (default): inside the backbone after layer ``reconstruct_after``; every output
+            is at full resolution, so any neck or head works. ``'logits'``: as the
+            Expedit-Segmenter release computes: the backbone never reconstructs (layers
+            ``alpha+1 .. depth`` and the final norm run on the centres, every output is the
+            ``h x w`` centre map), the decode head runs on that map and the segmentor
+            (``ExpeditedEncoderDecoder``) reconstructs the head's class logits to the token
+            grid before the usual resize. Needs a grid reducer ('Cluster', 'AvgPool') and
+            a head that reads one feature map (``docs/method.md`` §4.1).
         cluster_grid: the ``h x w`` cluster centres: an int, an ``(h, w)`` pair, or a ratio
             in (0, 1] of the token grid (default 0.7: 40x40 tokens -> 28x28 centres).
         cluster_window: odd side of the ``lambda = window x window`` cells around its home
@@ -77,6 +87,7 @@ class ExpediteArgs:
 
     cluster_after: Optional[int] = None
     reconstruct_after: Optional[int] = None
+    reconstruct_placement: str = "backbone"
     cluster_grid: GridSpec = DEFAULT_GRID
     cluster_window: int = DEFAULT_WINDOW
     cluster_iters: int = DEFAULT_ITERS
@@ -113,6 +124,20 @@ class ExpediteArgs:
         validate_choice(self.reconstruct_normalize, "reconstruct_normalize", NORMALIZATIONS)
         validate_choice(self.reconstruct_neighbours, "reconstruct_neighbours", NEIGHBOURS)
         validate_choice(self.reconstruct_ties, "reconstruct_ties", TIES)
+        validate_choice(self.reconstruct_placement, "reconstruct_placement", PLACEMENTS)
+        if self.reconstruct_placement == "logits":
+            if self.reconstruct_after is not None:
+                raise ValueError(f"reconstruct_after must be None with reconstruct_placement="
+                                 f"'logits' (the backbone never reconstructs: layers after "
+                                 f"cluster_after run on the centres), got "
+                                 f"{self.reconstruct_after!r}")
+            # (a malformed reducer is refused later, by build_operators)
+            reducer = self.reducer.get("type") if isinstance(self.reducer, Mapping) else None
+            if reducer is not None and reducer not in GRID_REDUCERS:
+                raise ValueError(f"reconstruct_placement='logits' hands the decode head the h x w "
+                                 f"map of the reduced tokens, which only the grid reducers "
+                                 f"{GRID_REDUCERS} give; reducer type {reducer!r} needs "
+                                 f"reconstruct_placement='backbone'")
         self._validate_family()
 
     def _validate_family(self) -> None:
@@ -197,6 +222,8 @@ class WindowExpediteArgs(ExpediteArgs):
                         "clustered_window_size=k instead",
         "reconstruct": "reconstruct=False (cluster only) is for " + _CLASSIFICATION_ONLY,
         "layerwise_reducer": "layerwise_reducer is for " + _CLASSIFICATION_ONLY,
+        "reconstruct_placement": "windowed backbones reconstruct every window inside the "
+                                 "stage (reconstruct_after); there is no logits placement",
     }
 
     def _validate_family(self) -> None:
@@ -215,7 +242,8 @@ class WindowExpediteArgs(ExpediteArgs):
 
     @classmethod
     def names(cls) -> Tuple[str, ...]:
-        return tuple(name for name in super().names() if name != "cluster_grid")
+        return tuple(name for name in super().names()
+                     if name not in ("cluster_grid", "reconstruct_placement"))
 
 
 @dataclass(frozen=True)
@@ -248,6 +276,11 @@ class ClassificationExpediteArgs(ExpediteArgs):
 
     def _validate_family(self) -> None:
         super()._validate_family()
+        if self.reconstruct_placement != "backbone":
+            raise ValueError(f"reconstruct_placement={self.reconstruct_placement!r} is for "
+                             f"segmentation (ExpeditedEncoderDecoder); a classification ViT "
+                             f"reads its class token (reconstruct=False) or reconstructs in "
+                             f"the backbone (reconstruct=True)")
         if not isinstance(self.reconstruct, bool):
             raise ValueError(f"reconstruct must be True or False, got {self.reconstruct!r}")
         if not self.reconstruct and self.reconstruct_after is not None:
@@ -303,8 +336,9 @@ class ExpediteMixin:
     ``expedite_args_class`` names the argument family. After the stock ``__init__`` the
     subclass calls :meth:`_setup_expedite` with its depth and cluster budget. Attributes:
     ``expedite_args`` (validated), ``cluster_after`` / ``reconstruct_after`` (``None``
-    when disabled), ``clustering`` / ``reconstruction`` (the operator pair, ``None`` when
-    disabled), ``reducer_type`` / ``reconstructor_type``.
+    when disabled; ``reconstruct_after`` also with ``reconstruct_placement='logits'``),
+    ``clustering`` / ``reconstruction`` (the operator pair, ``None`` when disabled),
+    ``reducer_type`` / ``reconstructor_type``.
     """
 
     expedite_args_class: ClassVar[type] = ExpediteArgs
@@ -353,4 +387,4 @@ class ExpediteMixin:
 
 __all__ = ["ExpediteArgs", "WindowExpediteArgs", "ClassificationExpediteArgs",
            "WindowViTExpediteArgs", "ExpediteMixin", "DEFAULT_GRID",
-           "DEFAULT_CLASSIFICATION_TEMPERATURE"]
+           "DEFAULT_CLASSIFICATION_TEMPERATURE", "PLACEMENTS"]

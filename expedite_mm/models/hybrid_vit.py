@@ -91,5 +91,8 @@ class ExpeditedHybridViT(HybridViT, ExpeditedViT):
     ...; ``cluster_grid`` as a ratio is relative to the stride-16 token grid), with the
     same state-dict keys as ``HybridViT``. ViT outputs inside the clustered span come
     back reconstructed at full resolution; the ResNet outputs are untouched.
-    ``cluster_after=None`` gives the stock ``HybridViT`` forward.
+    ``cluster_after=None`` gives the stock ``HybridViT`` forward. DPT's head reads several
+    taps, so ``reconstruct_placement='logits'`` is refused.
     """
+
+    logits_placement_supported = False

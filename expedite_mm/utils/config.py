@@ -97,6 +97,8 @@ def import_custom_modules(cfg: Config) -> None:
     if custom:
         import_modules_from_strings(**custom)
         if any(str(name).split(".")[0] == "expedite_mm" for name in custom.get("imports", ())):
+            # a no-op import if expedite_mm was imported before mmengine (then it did not
+            # register): register now
             from expedite_mm import register_all_modules
             register_all_modules()
 

@@ -87,6 +87,21 @@ class _TensorForward(torch.nn.Module):
         return flatten_outputs(tensor_forward(self.model, inputs, self.data_samples))
 
 
+class _BackboneForward(torch.nn.Module):
+    """A backbone's outputs as a flat tuple; with the logits placement the centre maps of
+    ``forward_with_state`` (its plain ``forward`` refuses: only a segmentor reconstructs)."""
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        from .config import flatten_outputs
+        if getattr(self.backbone, "reconstructs_logits", False):
+            return flatten_outputs(self.backbone.forward_with_state(inputs)[0])
+        return flatten_outputs(self.backbone(inputs))
+
+
 EXPEDITE_LAYERS = ("clustering", "reconstruction")
 
 
@@ -111,7 +126,9 @@ def model_flops(model: torch.nn.Module, shape: Tuple[int, int],
     tools do: no post-processing, no sliding window; a classifier to its logits); with
     ``backbone_only`` (large
     detectors at large inputs) or where a head cannot be traced, only the backbone is
-    counted, and ``note`` says why.
+    counted, and ``note`` says why. With the logits placement the segmentor reconstructs
+    the head's logits with the backbone's reconstruction layer: that work is in the whole
+    model and in ``expedite_ops``, not in ``backbone`` (the backbone's own forward).
     """
     from .config import synthetic_batch
     inputs, samples = synthetic_batch(model, shape)
@@ -125,9 +142,11 @@ def model_flops(model: torch.nn.Module, shape: Tuple[int, int],
     if report is not None:
         prefix, whole = "model.backbone", report.total
     else:
-        report = count_flops(model.backbone, (inputs,))
+        report = count_flops(_BackboneForward(model.backbone), (inputs,))
         prefix, whole = "", None
     backbone = report.module(prefix) if prefix else report.total
+    if prefix and getattr(model.backbone, "reconstructs_logits", False):
+        backbone -= report.module(f"{prefix}.reconstruction")   # called by the segmentor
     expedite = sum(flops for name, flops in report.by_module.items()
                    if name.startswith(prefix) and _is_expedite_layer(name))
     return ModelFlops(whole, backbone, expedite, report.unsupported, note)

@@ -26,6 +26,10 @@ metric, otherwise GFLOPs against the number of kept tokens (cluster size).
 Reducer names: ``Cluster`` (the method), ``AvgPool`` (adaptive average pooling, the
 method's reconstruction: paper Table 3), ``Cluster+Bilinear`` (Table 4),
 ``AvgPool+Bilinear``, ``EViT``, ``ToMe``; ``A+B`` pairs any reducer with a reconstructor.
+With a config that reconstructs the head's logits (``reconstruct_placement='logits'``, the
+released Segmenter rows) every row keeps that placement, except ``EViT`` and ``ToMe`` rows:
+their tokens form no grid for the head, so they reconstruct inside the backbone (after
+the last layer) and their head sees full resolution.
 """
 from __future__ import annotations
 
@@ -227,6 +231,7 @@ def row_config(cfg, row: Dict[str, str]):
     """The config of one row (a copy)."""
     import copy
 
+    from expedite_mm.ops.reducers import GRID_REDUCERS
     from expedite_mm.utils.config import disable_expedite
     from expedite_mm.utils.downsample import uniform_downsample
     if row["reducer"] == STOCK:
@@ -242,6 +247,9 @@ def row_config(cfg, row: Dict[str, str]):
     for key, spec in (("reducer", reducer), ("reconstructor", reconstructor)):
         if spec is not None or key in backbone:      # backbones without the key keep working
             backbone[key] = spec
+    if backbone.get("reconstruct_placement") == "logits" and reducer \
+            and reducer["type"] not in GRID_REDUCERS:
+        backbone["reconstruct_placement"] = "backbone"    # no h x w map for the head
     for name, key in BACKBONE_KEY.items():
         if row[name] != "":
             backbone[key] = float(row[name]) if name == "temperature" else int(row[name])

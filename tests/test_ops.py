@@ -184,6 +184,25 @@ def test_gradients_match_finite_differences():
         assert torch.autograd.gradcheck(lambda a, b: run(a, b, neighbours), (z, refined))
 
 
+@pytest.mark.parametrize("neighbours", ["global", "local"])
+def test_inference_mode_forward_then_autograd_on_the_same_shapes(neighbours):
+    """The index tables are cached per shape: a first forward under inference_mode must not
+    leave inference tensors in the cache that a later autograd forward cannot save."""
+    hw, grid = (11, 13), (5, 6) if neighbours == "global" else (6, 5)   # shapes no other test uses
+    clustering = TokenClustering(grid, window=3, iters=2)
+    reconstruction = TokenReconstruction(k=4, neighbours=neighbours)
+    z = torch.randn(2, hw[0] * hw[1], 8)
+    with torch.inference_mode():
+        reference = reconstruction(*clustering(z, hw))
+    z.requires_grad_(True)
+    out = reconstruction(*clustering(z, hw))
+    out.square().sum().backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    torch.testing.assert_close(out.detach(), reference)
+    with torch.no_grad():
+        torch.testing.assert_close(reconstruction(*clustering(z, hw)), reference)
+
+
 def test_weighted_gather_matches_loop():
     values = torch.randn(2, 9, 4)
     index = torch.randint(0, 9, (2, 5, 3))

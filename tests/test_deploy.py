@@ -8,6 +8,8 @@ import csv
 import os.path as osp
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from harness import ROOT, load_tool
@@ -16,8 +18,6 @@ from expedite_mm.ops import (TokenClustering, TokenReconstruction, cluster_windo
                              reconstruct_windows)
 from expedite_mm.ops.cluster import weighted_gather
 
-onnx = pytest.importorskip("onnx", reason="the deploy extra (pip install -e '.[deploy]')")
-ort = pytest.importorskip("onnxruntime", reason="the deploy extra (pip install -e '.[deploy]')")
 
 ADE_A10 = osp.join(ROOT, "configs/segmenter/segmenter_vit-l_expedite-a10-28x28_ade20k-640x640.py")
 # ONNX ops that would mean per-token loops or control flow in the graph

@@ -200,7 +200,7 @@ def test_export_tool_segmenter_verifies_with_dynamic_batch(tmp_path, monkeypatch
     summary = load_tool("tools/deployment/pytorch2onnx.py").main(
         [config, "--checkpoint", str(checkpoint), "--shape", "160", "144", "--out", str(out),
          "--verify", "--dynamic", "--batch-size", "2"])
-    assert summary["verified"] and summary["max_rel_error"] <= 1e-4
+    assert summary["verified"] and summary["rel_error"] <= 1e-5 and summary["max_rel_error"] <= 1e-4
     assert not set(summary["ops"]) & CONTROL_FLOW
     # dynamic batch: the same file runs a batch of 3 and agrees with PyTorch
     x = torch.randn(3, 3, 160, 144)

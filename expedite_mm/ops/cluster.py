@@ -182,7 +182,7 @@ def _tile_size(hw: Tuple[int, int], grid: Tuple[int, int], window: int) -> int:
 
 
 # Cost of streaming one token (per channel) through a matmul, relative to a multiply-add.
-_READ_COST = 16
+_READ_COST = 32
 
 
 @functools.lru_cache(maxsize=64)
@@ -350,6 +350,11 @@ class TokenClustering(nn.Module):
 
     def _em(self, z: Tensor, hw: Tuple[int, int], layout: _Layout) -> Tensor:
         nt = layout.candidate.shape[0]
+        # Distances do not change when all tokens move by the same vector and the centres
+        # are weighted means, so the EM runs on tokens centred on their mean: the dot
+        # products no longer carry a large common component, which fp32 would cancel.
+        offset = z.mean(1, keepdim=True)
+        z = z - offset
         centers = _by_tile(adaptive_avg_pool(z, hw, layout), layout.tile_cell, nt)  # (B,nt,T,C)
         slots = _by_tile(z, layout.slot_token, nt)                                   # (B,nt,S,C)
         for _ in range(self.iters):
@@ -369,7 +374,7 @@ class TokenClustering(nn.Module):
             weight = torch.exp(log_q - peak)                                     # (B,nt,S,T)
             mass = weight.sum(2).masked_fill(~layout.cell_valid, 1).unsqueeze(-1)
             centers = torch.matmul(weight.transpose(2, 3), slots) / mass         # (B,nt,T,C)
-        return centers.flatten(1, 2).index_select(1, layout.cell_position)
+        return centers.flatten(1, 2).index_select(1, layout.cell_position) + offset
 
 
 # --------------------------------------------------------------------------- reconstruction
@@ -415,7 +420,8 @@ class TokenReconstruction(nn.Module):
         return state._neighbours[key]
 
     def _weights(self, state: ClusterState) -> Tuple[Tensor, Tensor]:
-        z, s = state.tokens, state.centers
+        offset = state.tokens.mean(1, keepdim=True)       # as in the EM: centred, same distances
+        z, s = state.tokens - offset, state.centers - offset
         B = z.shape[0]
         if self.neighbours == "global":
             # ||s||^2 - 2 z.s: the squared distance up to ||z||^2, the same for all of a

@@ -30,7 +30,7 @@ import torch
 SUPPORTED = ("mmseg EncoderDecoder (or a subclass: DepthEstimator, Segmenter segmentors) "
              "with a ViT backbone (mmseg VisionTransformer, ExpeditedViT, HybridViT, "
              "ExpeditedHybridViT)")
-DEFAULT_TOLERANCE = 1e-3   # max |ORT - PyTorch| / max |PyTorch|
+DEFAULT_TOLERANCE = 1e-3   # ||ORT - PyTorch|| / ||PyTorch|| (Verification.rel)
 
 
 class TensorForward(torch.nn.Module):
@@ -111,18 +111,27 @@ def run_session(session, inputs: np.ndarray) -> Sequence[np.ndarray]:
 
 @dataclass
 class Verification:
-    """ONNX Runtime vs PyTorch on one random input: the largest absolute difference and
-    that difference relative to the largest absolute PyTorch output, over all outputs."""
+    """ONNX Runtime vs PyTorch on one random input, over all outputs.
+
+    ``max_abs``: the largest absolute difference; ``max_rel``: that difference relative to
+    the largest absolute PyTorch output; ``rel``: the relative L2 error
+    ``||ORT - PyTorch|| / ||PyTorch||``, which the tolerance applies to. The reconstruction's
+    top-k is a discrete choice: a token whose k-th and (k+1)-th nearest centres are tied to
+    fp32 rounding may pick either under another summation order (ONNX Runtime's, or
+    PyTorch's with another thread count), which moves that one token; ``max_rel`` shows
+    such a token, ``rel`` weighs it by its share of the output.
+    """
 
     max_abs: float
     max_rel: float
+    rel: float
     tolerance: float
     pytorch_s: float
     onnxruntime_s: float
 
     @property
     def ok(self) -> bool:
-        return self.max_rel <= self.tolerance
+        return self.rel <= self.tolerance
 
 
 def verify(model: torch.nn.Module, path: str, shape: Tuple[int, int], batch_size: int = 1,
@@ -147,13 +156,18 @@ def verify(model: torch.nn.Module, path: str, shape: Tuple[int, int], batch_size
         raise RuntimeError(f"the ONNX model returns {len(outputs)} outputs, PyTorch "
                            f"{len(reference)}")
     max_abs = scale = 0.0
+    error_sq = norm_sq = 0.0
     for ours, ref in zip(outputs, reference):
-        ref = ref.float().numpy()
+        ref = ref.float().numpy().astype(np.float64)
         if ours.shape != ref.shape:
             raise RuntimeError(f"output shape {ours.shape} differs from PyTorch's {ref.shape}")
-        max_abs = max(max_abs, float(np.abs(ours - ref).max()))
+        difference = ours.astype(np.float64) - ref
+        max_abs = max(max_abs, float(np.abs(difference).max()))
         scale = max(scale, float(np.abs(ref).max()))
-    return Verification(max_abs, max_abs / max(scale, 1e-12), tolerance, pytorch_s,
+        error_sq += float((difference ** 2).sum())
+        norm_sq += float((ref ** 2).sum())
+    return Verification(max_abs, max_abs / max(scale, 1e-12),
+                        (error_sq / max(norm_sq, 1e-24)) ** 0.5, tolerance, pytorch_s,
                         onnxruntime_s)
 
 

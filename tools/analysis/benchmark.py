@@ -200,7 +200,7 @@ def onnxruntime_runners(args, models: dict, shape, inputs, onnx_dir) -> dict:
             check = verify(model, path, shape, batch_size=1, threads=args.threads)
             if not check.ok:
                 raise SystemExit(f"{name}: ONNX Runtime differs from PyTorch (relative error "
-                                 f"{check.max_rel:.2e} > {check.tolerance:g})")
+                                 f"{check.rel:.2e} > {check.tolerance:g})")
         session = onnxruntime_session(path, args.threads)
         runners[name] = (lambda s: lambda: run_session(s, array))(session)
     return runners

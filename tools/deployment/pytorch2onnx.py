@@ -16,9 +16,13 @@ become plain ONNX ops (no Loop, no custom op); their index tables are constants 
 token grid, so ``H x W`` is fixed; ``--dynamic`` makes the batch dimension dynamic.
 Without ``--checkpoint`` the weights are random (enough for latency and for checking the
 export). ``--verify`` runs the file with ONNX Runtime (CPU) on a random batch and
-compares with PyTorch: the largest absolute difference and that difference relative to
-the largest absolute PyTorch output are printed; the exit status is 1 when the relative
-error exceeds ``--tolerance`` (default 1e-3).
+compares with PyTorch: printed are the largest absolute difference, that difference
+relative to the largest absolute PyTorch output, and the relative error
+``||ORT - PyTorch|| / ||PyTorch||`` over all outputs; the exit status is 1 when the
+relative error exceeds ``--tolerance`` (default 1e-3). (The largest difference is not
+the criterion: the reconstruction's top-k is discrete, and a token tied to fp32 rounding
+between its k-th and (k+1)-th centre may pick either under another summation order;
+see ``expedite_mm.utils.deploy.Verification``.)
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ def parse_args(argv=None):
     parser.add_argument("--verify", action="store_true",
                         help="compare ONNX Runtime (CPU) with PyTorch on a random batch")
     parser.add_argument("--tolerance", type=float, default=1e-3,
-                        help="largest accepted relative error of --verify")
+                        help="largest accepted relative (L2) error of --verify")
     parser.add_argument("--threads", type=int, help="torch / ONNX Runtime CPU threads")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
     args = parser.parse_args(argv)
@@ -82,10 +86,11 @@ def main(argv=None) -> dict:
         check = verify(model, args.out, shape, args.batch_size, args.tolerance,
                        threads=args.threads)
         summary.update(max_abs_error=check.max_abs, max_rel_error=check.max_rel,
-                       tolerance=args.tolerance, verified=check.ok)
+                       rel_error=check.rel, tolerance=args.tolerance, verified=check.ok)
         print(f"ONNX Runtime vs PyTorch at {shape[0]}x{shape[1]}, batch {args.batch_size}: "
-              f"max abs error {check.max_abs:.3e}, relative {check.max_rel:.3e} "
-              f"(tolerance {args.tolerance:g}): {'OK' if check.ok else 'FAILED'}")
+              f"max abs error {check.max_abs:.3e} ({check.max_rel:.3e} of the largest "
+              f"output), relative error {check.rel:.3e} (tolerance {args.tolerance:g}): "
+              f"{'OK' if check.ok else 'FAILED'}")
         if not check.ok:
             sys.exit(1)
     return summary

@@ -286,7 +286,7 @@ def test_benchmark_size_sweep_writes_csv_and_plot(tmp_path):
     assert out_png.stat().st_size > 5_000
 
 
-def test_ops_benchmark_times_ours_against_the_dense_formulation():
+def test_ops_benchmark_times_ours_against_the_dense_formulation(tmp_path):
     tool = load_tool("tools/analysis/ops_benchmark.py")
     summary = tool.main(["--sides", "12", "--channels", "16", "--repeat", "2", "--warmup", "0",
                          "--threads", "1", "--no-backbone"])
@@ -295,3 +295,6 @@ def test_ops_benchmark_times_ours_against_the_dense_formulation():
     for name in ("ours", "dense", "ours_cluster", "dense_reconstruct"):
         assert 0 < row[name]["best_ms"] <= row[name]["median_ms"]
     assert row["speedup_best"] == pytest.approx(row["dense"]["best_ms"] / row["ours"]["best_ms"])
+    # the share column times the expedited backbone of a config at 16 * side pixels
+    config = write_tiny_segmenter(tmp_path)
+    assert tool.backbone_time(config, 10, 0.7, torch.device("cpu"), repeat=1) > 0

@@ -128,12 +128,12 @@ class _Layout(NamedTuple):
     slot_token: Tensor    # (nt * S,) the token in each slot of each tile (padding: a real one)
     tile_cell: Tensor     # (nt * T,) the cell at each position of each tile (padding: 0)
     cell_position: Tensor  # (M,) where each cell sits in the flat (nt * T) tiles
-    candidate: Tensor     # (nt, S, T) bool: cell t is a candidate of the (real) token in slot s
-    excluded: Tensor      # (nt, S, T) bool: not a candidate, in a real slot (padding: False)
+    candidate: Tensor     # (nt, T, S) bool: cell t is a candidate of the (real) token in slot s
+    excluded: Tensor      # (nt, T, S) bool: not a candidate, in a real slot (padding: False)
     cell_valid: Tensor    # (nt, T) bool: the position holds a cell (not padding)
     token_slots: Tensor   # (N, E) the slots (flat nt * S) holding each token (pad: nt * S)
-    token_pair: Tensor    # (N, lam) each token's candidates in the flat (nt * S * T) tiles
-    token_cell: Tensor    # (N, lam) ... and which cells they are (pad: pair nt*S*T, cell 0)
+    token_pair: Tensor    # (N, lam) each token's candidates in the flat (nt * T * S) tiles
+    token_cell: Tensor    # (N, lam) ... and which cells they are (pad: pair nt*T*S, cell 0)
     pool_rows: Tensor     # (h, H) float64 adaptive-average-pooling weights of the rows ...
     pool_cols: Tensor     # (w, W) ... and of the columns (the EM's initial centres)
 
@@ -186,7 +186,8 @@ _READ_COST = 32
 
 
 @functools.lru_cache(maxsize=64)
-def _layout_arrays(hw: Tuple[int, int], grid: Tuple[int, int], window: int) -> Tuple[np.ndarray, ...]:
+def _layout_arrays(hw: Tuple[int, int], grid: Tuple[int, int],
+                   window: int) -> Tuple[np.ndarray, ...]:
     (H, W), (h, w), r = hw, grid, window // 2
     t = _tile_size(hw, grid, window)
     slots_r, valid_r, cells_r, near_r = _axis_tiles(H, h, t, r)
@@ -200,20 +201,20 @@ def _layout_arrays(hw: Tuple[int, int], grid: Tuple[int, int], window: int) -> T
                                       + cells_c[None, :, None, :]).reshape(nt, -1), 0)
     candidate = (near_r[:, None, :, None, :, None] & near_c[None, :, None, :, None, :]).reshape(
         nt, slot_token.shape[1], -1) & cell_valid[:, None, :]
-    S, T = candidate.shape[1:]
+    candidate = np.ascontiguousarray(candidate.transpose(0, 2, 1))             # (nt, T, S)
+    T, S = candidate.shape[1:]
     cell_position = np.empty(h * w, dtype=np.int64)
     cell_position[tile_cell[cell_valid]] = np.nonzero(cell_valid.reshape(-1))[0]
     # every token's slots (the tiles its window overlaps), padded with nt * S
     real = np.nonzero(slot_valid.reshape(-1))[0]
     token_slots = _rows(slot_token.reshape(-1)[real], real, H * W, nt * S)
-    # every token's candidates: (slot, position) pairs in the flat (nt * S * T) tiles
+    # every token's candidates: (position, slot) pairs in the flat (nt * T * S) tiles
     pairs = np.nonzero(candidate.reshape(-1))[0]
-    pair_token = slot_token.reshape(-1)[pairs // T]
-    token_pair = _rows(pair_token, pairs, H * W, nt * S * T)
-    pair = np.minimum(token_pair, nt * S * T - 1)
-    token_cell = np.where(token_pair < nt * S * T,
-                          tile_cell.reshape(-1)[pair // (S * T) * T + pair % T], 0)
-    excluded = ~candidate & slot_valid[:, :, None]
+    pair_token = slot_token.reshape(-1)[pairs // (T * S) * S + pairs % S]
+    token_pair = _rows(pair_token, pairs, H * W, nt * T * S)
+    pair = np.minimum(token_pair, nt * T * S - 1)
+    token_cell = np.where(token_pair < nt * T * S, tile_cell.reshape(-1)[pair // S], 0)
+    excluded = ~candidate & slot_valid[:, None, :]
     return (slot_token.reshape(-1), tile_cell.reshape(-1), cell_position, candidate, excluded,
             cell_valid, token_slots, token_pair, token_cell,
             _pool_matrix(H, h), _pool_matrix(W, w))
@@ -268,16 +269,21 @@ def _by_tile(values: Tensor, index: Tensor, nt: int) -> Tensor:
 
 
 def _tile_logits(slots: Tensor, centers: Tensor, temperature: float) -> Tensor:
-    """``-||z_p - s_i||^2 / tau`` up to a per-token constant, for every slot and centre of
+    """``-||z_p - s_i||^2 / tau`` up to a per-token constant, for every centre and slot of
     every tile.
 
     slots: (B, nt, S, C) the tokens of every tile; centers: (B, nt, T, C) tile by tile.
-    Returns (B, nt, S, T). ``||z_p||^2`` is the same for all of a token's centres and is
+    Returns (B, nt, T, S). ``||z_p||^2`` is the same for all of a token's centres and is
     left out: the softmax over the candidates, the nearest centres and the min-shifted
     weights do not depend on it.
     """
-    dot = torch.matmul(slots, centers.transpose(2, 3))
-    return (2 * dot - centers.pow(2).sum(-1).unsqueeze(2)) / temperature
+    B, nt, S, C = slots.shape
+    T = centers.shape[2]
+    squares = (centers * centers).sum(-1).view(B * nt, T, 1)
+    logits = torch.baddbmm(squares, centers.reshape(B * nt, T, C),
+                           slots.reshape(B * nt, S, C).transpose(1, 2),
+                           beta=-1.0 / temperature, alpha=2.0 / temperature)
+    return logits.view(B, nt, T, S)
 
 
 def _token_logsumexp(partial: Tensor, layout: _Layout) -> Tensor:
@@ -358,22 +364,22 @@ class TokenClustering(nn.Module):
         centers = _by_tile(adaptive_avg_pool(z, hw, layout), layout.tile_cell, nt)  # (B,nt,T,C)
         slots = _by_tile(z, layout.slot_token, nt)                                   # (B,nt,S,C)
         for _ in range(self.iters):
-            logits = _tile_logits(slots, centers, self.temperature)
+            logits = _tile_logits(slots, centers, self.temperature)             # (B,nt,T,S)
             # log Q[p, i]: softmax over the candidates of each token, which may lie in
-            # several tiles (padding slots keep finite logits: no all -inf rows).
+            # several tiles (padding slots keep finite logits: no all -inf columns).
             logits = logits.masked_fill(layout.excluded, -math.inf)
-            lse = _token_logsumexp(torch.logsumexp(logits, -1), layout)         # (B, N)
-            log_q = logits - _by_tile(lse, layout.slot_token, nt).unsqueeze(-1)
+            lse = _token_logsumexp(torch.logsumexp(logits, 2), layout)         # (B, N)
+            log_q = logits - _by_tile(lse, layout.slot_token, nt).unsqueeze(2)
             log_q = log_q.masked_fill(~layout.candidate, -math.inf)
             # S_i = sum_p Q[p,i] Z_p / sum_p Q[p,i]: the weights of each centre are
             # shifted by their maximum first (the ratio does not depend on the shift,
             # hence no_grad), so that no centre's mass underflows to zero when features
             # are far apart. Padding positions get no weight and a zero centre.
             with torch.no_grad():
-                peak = log_q.amax(2, keepdim=True).masked_fill(~layout.cell_valid.unsqueeze(1), 0)
-            weight = torch.exp(log_q - peak)                                     # (B,nt,S,T)
-            mass = weight.sum(2).masked_fill(~layout.cell_valid, 1).unsqueeze(-1)
-            centers = torch.matmul(weight.transpose(2, 3), slots) / mass         # (B,nt,T,C)
+                peak = log_q.amax(3, keepdim=True).masked_fill(~layout.cell_valid[..., None], 0)
+            weight = torch.exp(log_q - peak)                                     # (B,nt,T,S)
+            mass = weight.sum(3, keepdim=True).masked_fill(~layout.cell_valid[..., None], 1)
+            centers = torch.matmul(weight / mass, slots)                         # (B,nt,T,C)
         return centers.flatten(1, 2).index_select(1, layout.cell_position) + offset
 
 
@@ -428,12 +434,12 @@ class TokenReconstruction(nn.Module):
             # token's centres (so the same neighbours and min-shifted weights).
             relative = torch.baddbmm(s.pow(2).sum(-1).unsqueeze(1), z, s.transpose(1, 2),
                                      alpha=-2)                                  # (B, N, M)
-            dist, index = relative.topk(min(self.k, s.shape[1]), dim=-1, largest=False)
+            dist, index = smallest(relative, min(self.k, s.shape[1]))
         else:
             layout = state.layout
             nt = layout.candidate.shape[0]
             logits = _tile_logits(_by_tile(z, layout.slot_token, nt),
-                                  _by_tile(s, layout.tile_cell, nt), 1.0)        # (B,nt,S,T)
+                                  _by_tile(s, layout.tile_cell, nt), 1.0)        # (B,nt,T,S)
             # padding entries (tokens with fewer than lambda candidates): weight exp(-inf)
             dist = F.pad(-logits.flatten(1), (0, 1), value=math.inf)[:, layout.token_pair]
             index = layout.token_cell.expand(B, -1, -1)
@@ -453,6 +459,28 @@ class TokenReconstruction(nn.Module):
         with torch.autocast(device_type=centers.device.type, enabled=False):
             out = weighted_gather(centers.to(compute_dtype(centers.dtype)), index, weight)
         return out.to(centers.dtype)
+
+
+def smallest(values: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """``values.topk(k, -1, largest=False)`` (ascending), in two cheaper selections.
+
+    The last dim (n) is cut into groups of g: the k smallest values lie in the k groups
+    with the smallest minima (each of those groups holds a value no larger than the k-th
+    smallest minimum, so the k-th smallest value is no larger either), so a top-k of the
+    n / g group minima and one of the k * g values in the chosen groups give the same
+    values and indices (up to the order of exact ties), with static shapes.
+    """
+    n = values.shape[-1]
+    group = min((g for g in range(2, 9) if n % g == 0), key=lambda g: n // g + k * g,
+                default=0)
+    if not group or n // group + k * group >= n:
+        return values.topk(k, dim=-1, largest=False)
+    minima = values.view(*values.shape[:-1], n // group, group).amin(-1)
+    chosen = minima.topk(k, dim=-1, largest=False).indices                  # (..., k)
+    columns = (chosen.unsqueeze(-1) * group
+               + torch.arange(group, device=values.device)).flatten(-2)     # (..., k*g)
+    best, position = values.gather(-1, columns).topk(k, dim=-1, largest=False)
+    return best, columns.gather(-1, position)
 
 
 def weighted_gather(values: Tensor, index: Tensor, weight: Tensor) -> Tensor:

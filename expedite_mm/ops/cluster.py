@@ -471,9 +471,11 @@ def smallest(values: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     values and indices (up to the order of exact ties), with static shapes.
     """
     n = values.shape[-1]
-    group = min((g for g in range(2, 9) if n % g == 0), key=lambda g: n // g + k * g,
-                default=0)
-    if not group or n // group + k * group >= n:
+    group, cost = 0, n                       # the group size with the fewest values to rank
+    for g in range(2, 9):
+        if n % g == 0 and n // g + k * g < cost:
+            group, cost = g, n // g + k * g
+    if not group:
         return values.topk(k, dim=-1, largest=False)
     minima = values.view(*values.shape[:-1], n // group, group).amin(-1)
     chosen = minima.topk(k, dim=-1, largest=False).indices                  # (..., k)

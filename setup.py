@@ -19,6 +19,8 @@ setup(
         "mm": ["mmcv>=2.0.0,<2.2.0", "mmengine>=0.10", "mmsegmentation>=1.2",
                "mmdet>=3.2", "mmpretrain>=1.2", "fvcore"],
         "tools": ["rich", "tqdm", "matplotlib", "scikit-image"],
+        # ONNX export (torch's exporter needs onnxscript) and ONNX Runtime
+        "deploy": ["onnx>=1.16", "onnxscript>=0.3", "onnxruntime>=1.18"],
         "test": ["pytest"],
     },
     license="Apache-2.0",

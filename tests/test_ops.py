@@ -7,6 +7,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from expedite_mm.ops import TokenClustering, TokenReconstruction, resolve_grid, weighted_gather
+from expedite_mm.ops.cluster import smallest
 
 SHAPES = [((40, 40), (28, 28)), ((30, 40), (15, 20)), ((48, 48), (32, 32)), ((7, 9), (3, 4))]
 
@@ -182,6 +183,39 @@ def test_gradients_match_finite_differences():
 
     for neighbours in ("global", "local"):
         assert torch.autograd.gradcheck(lambda a, b: run(a, b, neighbours), (z, refined))
+
+
+@pytest.mark.parametrize("neighbours", ["global", "local"])
+def test_inference_mode_forward_then_autograd_on_the_same_shapes(neighbours):
+    """The index tables are cached per shape: a first forward under inference_mode must not
+    leave inference tensors in the cache that a later autograd forward cannot save."""
+    hw, grid = (11, 13), (5, 6) if neighbours == "global" else (6, 5)   # shapes no other test uses
+    clustering = TokenClustering(grid, window=3, iters=2)
+    reconstruction = TokenReconstruction(k=4, neighbours=neighbours)
+    z = torch.randn(2, hw[0] * hw[1], 8)
+    with torch.inference_mode():
+        reference = reconstruction(*clustering(z, hw))
+    z.requires_grad_(True)
+    out = reconstruction(*clustering(z, hw))
+    out.square().sum().backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    torch.testing.assert_close(out.detach(), reference)
+    with torch.no_grad():
+        torch.testing.assert_close(reconstruction(*clustering(z, hw)), reference)
+
+
+@pytest.mark.parametrize("n,k", [(784, 20), (1156, 20), (2025, 20), (30, 4), (7, 3), (12, 12)])
+def test_two_stage_smallest_is_topk(n, k):
+    """The kNN selection (group minima, then the chosen groups) returns exactly what a
+    plain top-k of the smallest values returns, values and indices, in ascending order."""
+    values = torch.randn(2, 50, n)
+    best, index = smallest(values, k)
+    ref_best, ref_index = values.topk(k, dim=-1, largest=False)
+    assert torch.equal(best, ref_best) and torch.equal(index, ref_index)
+    # adversarial: the k smallest values all sit in one group's neighbourhood
+    values[:, :, : min(n, 8)] -= 100
+    best, index = smallest(values, k)
+    assert torch.equal(index, values.topk(k, dim=-1, largest=False).indices)
 
 
 def test_weighted_gather_matches_loop():

@@ -23,6 +23,6 @@ pip "$(pin torch)" "$(pin numpy)"
 MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} pip --no-build-isolation "$(pin mmcv)"
 pip -r "$pins"
 "$py" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e "$root"
-"$py" -c "import mmcv.ops, mmseg, mmdet, mmpretrain, fvcore, expedite_mm" >/dev/null
+"$py" -c "import mmcv.ops, mmseg, mmdet, mmpretrain, fvcore, onnx, onnxscript, onnxruntime, expedite_mm" >/dev/null
 echo "$want" > "$stamp"
 echo "[setup_env] ready: $venv" >&2

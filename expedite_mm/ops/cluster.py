@@ -10,11 +10,12 @@ The whole method lives in this file:
   token is the weighted sum of its ``k`` nearest centres, with weights taken from the
   distances *before* the transformer layers refined the centres.
 
-Cost. The EM never forms the dense ``N x M`` token/centre distance matrix: tokens are
-grouped by tiles of home cells, the distances of a tile's tokens to the centres around
-the tile (which hold all their ``lambda = window**2`` candidates) are one small matmul
-per tile, and each new centre is a weighted bag of the tokens that may join it (one
-``embedding_bag``), so each iteration costs O(N * lambda * C).
+Cost. The EM never forms the dense ``N x M`` token/centre distance matrix: centres are
+kept in tiles of t x t cells, each tile is compared with the tokens that have a candidate
+in it (gathered once), and both EM steps are one batched matmul over the tiles; every
+iteration costs O(N * lambda * C) (``t`` is chosen per shape, see ``_tile_size``). The
+index tables are pure functions of the shapes, so the whole layer is static: it exports
+to ONNX and compiles with ``torch.compile(fullgraph=True)``.
 
 Numerics. Both layers compute in fp32 (autocast is switched off inside), and every
 exponent is shifted by its maximum before ``exp`` so that far-apart features never
@@ -26,8 +27,9 @@ import functools
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, NamedTuple, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -129,129 +131,183 @@ def can_cluster(grid: GridSpec, hw: Tuple[int, int]) -> bool:
 
 
 # --------------------------------------------------------------------------- layout
-# The EM works on *tiles*: square blocks of t x t cells, with the tokens whose home
-# cells lie in the tile (``S = t*t*T`` slots, ``T`` = tokens of the largest home cell)
-# against the ``K = Kr x Kc`` cells that contain all their candidates (the tile grown by
-# window // 2 on each side, clipped to the grid). One matmul per tile gives every
-# token's distances to its candidates; t is chosen per shape to keep that small
-# (t = 1 is per-cell, t >= grid is dense within the grid, useful for Swin windows).
-@dataclass(frozen=True)
-class _Layout:
+# The EM works on *tiles* of t x t cells (``T = t*t`` centres, kept tile by tile for the
+# whole EM). Tile j is compared with the tokens that have a candidate in it: those whose
+# home cell lies in the tile grown by window // 2 on each side (``S`` slots: a rectangle
+# of tokens, padded to the largest tile), gathered once. Each iteration is then two
+# batched matmuls over the tiles, (S x C) @ (C x T) for the distances and
+# (T x S) @ (S x C) for the new centres, with a fixed candidate mask; a token's softmax
+# spans the few tiles its window overlaps (combined by a log-sum-exp over them). The
+# tables depend on the shapes only: they are built with numpy (so no tracer --
+# torch.compile, torch.export, ONNX -- sees how, only the constants) and cached per device.
+class _Layout(NamedTuple):
     """Index tables relating an ``H x W`` token grid to an ``h x w`` cell grid."""
 
-    tile_tokens: Tensor   # (nt, S) token in each slot of each tile (0 for padding)
-    block_cell: Tensor    # (nt, K) the cells each tile's tokens are compared with
-    candidate: Tensor     # (nt, S, K) bool: block cell k is a candidate of slot s
-    slot_valid: Tensor    # (nt, S) bool
-    # Entries index the flat (nt * S * K + 1) table of a tile quantity, padded by one.
-    bag_token: Tensor     # (M, L) tokens that may join cell m ...
-    bag_entry: Tensor     # (M, L) ... and where their affinity to it sits (pad: last)
-    token_entry: Tensor   # (N, lam) each token's candidates ...
-    token_cell: Tensor    # (N, lam) ... and which cells they are (pad: 0)
+    slot_token: Tensor    # (nt * S,) the token in each slot of each tile (padding: a real one)
+    tile_cell: Tensor     # (nt * T,) the cell at each position of each tile (padding: 0)
+    cell_position: Tensor  # (M,) where each cell sits in the flat (nt * T) tiles
+    candidate: Tensor     # (nt, T, S) bool: cell t is a candidate of the (real) token in slot s
+    excluded: Tensor      # (nt, T, S) bool: not a candidate, in a real slot (padding: False)
+    cell_valid: Tensor    # (nt, T) bool: the position holds a cell (not padding)
+    token_slots: Tensor   # (N, E) the slots (flat nt * S) holding each token (pad: nt * S)
+    token_pair: Tensor    # (N, lam) each token's candidates in the flat (nt * T * S) tiles
+    token_cell: Tensor    # (N, lam) ... and which cells they are (pad: pair nt*T*S, cell 0)
+    pool_rows: Tensor     # (h, H) float64 adaptive-average-pooling weights of the rows ...
+    pool_cols: Tensor     # (w, W) ... and of the columns (the EM's initial centres)
 
 
-def _home_slots_1d(n_tokens: int, n_cells: int) -> Tuple[Tensor, Tensor]:
-    """Per cell, the token indices whose home (floor(i * n_cells / n_tokens)) it is."""
-    home = torch.arange(n_tokens) * n_cells // n_tokens
-    counts = torch.bincount(home, minlength=n_cells)
-    starts = torch.cumsum(counts, 0) - counts
-    offsets = torch.arange(int(counts.max()))
-    valid = offsets[None, :] < counts[:, None]
-    return torch.where(valid, starts[:, None] + offsets[None, :], 0), valid
+def _axis_tiles(n_tokens: int, n_cells: int, t: int, r: int):
+    """One axis: every tile's cells (tiles, t) and the tokens within r cells of them."""
+    home = np.arange(n_tokens) * n_cells // n_tokens                  # nearest-resize label
+    n_tiles = -(-n_cells // t)
+    cells = np.arange(n_tiles)[:, None] * t + np.arange(t)              # (tiles, t)
+    first_cell = np.maximum(cells[:, 0] - r, 0)
+    last_cell = np.minimum(cells[:, 0] + t - 1 + r, n_cells - 1)
+    first = np.searchsorted(home, first_cell, side="left")
+    counts = np.searchsorted(home, last_cell, side="right") - first
+    offsets = np.arange(counts.max())
+    slot_valid = offsets[None, :] < counts[:, None]                     # (tiles, L)
+    slots = first[:, None] + np.where(slot_valid, offsets[None, :], 0)
+    near = (np.abs(home[slots][:, :, None] - cells[:, None, :]) <= r) & slot_valid[:, :, None]
+    return slots, slot_valid, cells, near
 
 
-def _tile_size(grid: Tuple[int, int], window: int, slots: int) -> int:
-    """The tile side with the least estimated work (matmul MACs + gathered centres)."""
-    (h, w), r = grid, window // 2
+def _pool_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights of 1-d adaptive average pooling (torch's regions)."""
+    start = np.arange(n_out) * n_in // n_out
+    end = -(-(np.arange(1, n_out + 1) * n_in) // n_out)
+    inside = (np.arange(n_in) >= start[:, None]) & (np.arange(n_in) < end[:, None])
+    return inside / (end - start)[:, None]
+
+
+def _tile_size(hw: Tuple[int, int], grid: Tuple[int, int], window: int) -> int:
+    """The tile side with the least estimated work per channel: two ``S x T`` matmuls
+    per tile, plus reading its ``S`` tokens (memory-bound when ``T`` is small)."""
+    r = window // 2
+
+    def slots(n_tokens: int, n_cells: int, t: int) -> Tuple[int, int]:
+        home = np.arange(n_tokens) * n_cells // n_tokens
+        starts = np.arange(0, n_cells, t)
+        lo = np.searchsorted(home, np.maximum(starts - r, 0))
+        hi = np.searchsorted(home, np.minimum(starts + t - 1 + r, n_cells - 1), side="right")
+        return len(starts), int((hi - lo).max())
 
     def cost(t: int) -> int:
-        tiles = math.ceil(h / t) * math.ceil(w / t)
-        return tiles * (t * t * slots + 8) * min(t + 2 * r, h) * min(t + 2 * r, w)
+        (tr, sr), (tc, sc) = slots(hw[0], grid[0], t), slots(hw[1], grid[1], t)
+        return tr * tc * sr * sc * (2 * t * t + _READ_COST)
 
-    return min(range(1, max(h, w) + 1), key=cost)
+    return min(range(1, max(grid) + 1), key=cost)
 
 
-def _group(keys: Tensor, values: Sequence[Tensor], n_keys: int, pads: Sequence[int]) -> list:
-    """Scatter ``values`` into (n_keys, width) rows by key, padding short rows."""
-    order = torch.argsort(keys, stable=True)
-    keys = keys[order]
-    counts = torch.bincount(keys, minlength=n_keys)
-    position = torch.arange(len(keys)) - (torch.cumsum(counts, 0) - counts)[keys]
-    rows = []
-    for value, pad in zip(values, pads):
-        row = torch.full((n_keys, int(counts.max())), pad, dtype=torch.long)
-        row[keys, position] = value[order]
-        rows.append(row)
-    return rows
+# Cost of streaming one token (per channel) through a matmul, relative to a multiply-add.
+_READ_COST = 32
 
 
 @functools.lru_cache(maxsize=64)
-def _layout(hw: Tuple[int, int], grid: Tuple[int, int], window: int, device: str) -> _Layout:
-    # Cached across calls, so built as plain tensors whatever mode the first caller runs in
-    # (an inference-mode tensor could never be saved for a later backward).
-    with torch.inference_mode(False), torch.no_grad():
-        return _build_layout(hw, grid, window, device)
-
-
-def _build_layout(hw: Tuple[int, int], grid: Tuple[int, int], window: int, device: str) -> _Layout:
+def _layout_arrays(hw: Tuple[int, int], grid: Tuple[int, int],
+                   window: int) -> Tuple[np.ndarray, ...]:
     (H, W), (h, w), r = hw, grid, window // 2
-    rows, rows_valid = _home_slots_1d(H, h)                                # (h, Tr)
-    cols, cols_valid = _home_slots_1d(W, w)                                # (w, Tc)
-    T = rows.shape[1] * cols.shape[1]
-    t = _tile_size(grid, window, T)
-    n_tr, n_tc, Kr, Kc = math.ceil(h / t), math.ceil(w / t), min(t + 2 * r, h), min(t + 2 * r, w)
-
-    def axis(n_tiles: int, size: int, k: int):
-        cell = torch.arange(n_tiles)[:, None] * t + torch.arange(t)      # (tiles, t)
-        start = (torch.arange(n_tiles) * t - r).clamp(0, size - k)        # block inside grid
-        block = start[:, None] + torch.arange(k)                          # (tiles, k)
-        near = (block[:, None, :] - cell[:, :, None]).abs() <= r          # (tiles, t, k)
-        return cell.clamp(max=size - 1), cell < size, block, near
-
-    cell_r, in_r, block_r, near_r = axis(n_tr, h, Kr)
-    cell_c, in_c, block_c, near_c = axis(n_tc, w, Kc)
-    # (tr, tc, a, b, ...) = tile (tr, tc), cell (a, b) inside it
-    tokens = (rows[cell_r][:, None, :, None, :, None] * W
-              + cols[cell_c][None, :, None, :, None, :])                  # (tr, tc, t, t, Tr, Tc)
-    valid = ((rows_valid[cell_r] & in_r[..., None])[:, None, :, None, :, None]
-             & (cols_valid[cell_c] & in_c[..., None])[None, :, None, :, None, :])
-    block = block_r[:, None, :, None] * w + block_c[None, :, None, :]       # (tr, tc, Kr, Kc)
-    near = near_r[:, None, :, None, :, None] & near_c[None, :, None, :, None, :]
-    nt, S, K = n_tr * n_tc, t * t * T, Kr * Kc
-    tile_tokens, slot_valid = tokens.reshape(nt, S), valid.reshape(nt, S)
-    block_cell = block.reshape(nt, K)
-    candidate = near.reshape(nt, t * t, 1, K).expand(nt, t * t, T, K).reshape(nt, S, K)
-
-    entries = torch.nonzero((candidate & slot_valid[..., None]).flatten()).flatten()
-    tile, slot, k = entries // (S * K), entries // K % S, entries % K
-    cell, token = block_cell[tile, k], tile_tokens[tile, slot]
-    bag_token, bag_entry = _group(cell, (token, entries), h * w, (0, nt * S * K))
-    token_entry, token_cell = _group(token, (entries, cell), H * W, (nt * S * K, 0))
-    tensors = (tile_tokens, block_cell, candidate, slot_valid, bag_token, bag_entry,
-               token_entry, token_cell)
-    return _Layout(*(x.to(device) for x in tensors))
+    t = _tile_size(hw, grid, window)
+    slots_r, valid_r, cells_r, near_r = _axis_tiles(H, h, t, r)
+    slots_c, valid_c, cells_c, near_c = _axis_tiles(W, w, t, r)
+    nt = len(slots_r) * len(slots_c)
+    # (a, b, ...): tile row a, tile column b
+    slot_token = (slots_r[:, None, :, None] * W + slots_c[None, :, None, :]).reshape(nt, -1)
+    slot_valid = (valid_r[:, None, :, None] & valid_c[None, :, None, :]).reshape(nt, -1)
+    cell_valid = ((cells_r < h)[:, None, :, None] & (cells_c < w)[None, :, None, :]).reshape(nt, -1)
+    tile_cell = np.where(cell_valid, (cells_r[:, None, :, None] * w
+                                      + cells_c[None, :, None, :]).reshape(nt, -1), 0)
+    candidate = (near_r[:, None, :, None, :, None] & near_c[None, :, None, :, None, :]).reshape(
+        nt, slot_token.shape[1], -1) & cell_valid[:, None, :]
+    candidate = np.ascontiguousarray(candidate.transpose(0, 2, 1))             # (nt, T, S)
+    T, S = candidate.shape[1:]
+    cell_position = np.empty(h * w, dtype=np.int64)
+    cell_position[tile_cell[cell_valid]] = np.nonzero(cell_valid.reshape(-1))[0]
+    # every token's slots (the tiles its window overlaps), padded with nt * S
+    real = np.nonzero(slot_valid.reshape(-1))[0]
+    token_slots = _rows(slot_token.reshape(-1)[real], real, H * W, nt * S)
+    # every token's candidates: (position, slot) pairs in the flat (nt * T * S) tiles
+    pairs = np.nonzero(candidate.reshape(-1))[0]
+    pair_token = slot_token.reshape(-1)[pairs // (T * S) * S + pairs % S]
+    token_pair = _rows(pair_token, pairs, H * W, nt * T * S)
+    pair = np.minimum(token_pair, nt * T * S - 1)
+    token_cell = np.where(token_pair < nt * T * S, tile_cell.reshape(-1)[pair // S], 0)
+    excluded = ~candidate & slot_valid[:, None, :]
+    return (slot_token.reshape(-1), tile_cell.reshape(-1), cell_position, candidate, excluded,
+            cell_valid, token_slots, token_pair, token_cell,
+            _pool_matrix(H, h), _pool_matrix(W, w))
 
 
-def _tile_sqdist(tiled: Tensor, tiled_sq: Tensor, centers: Tensor, layout: _Layout) -> Tensor:
-    """Squared distances of the tokens of every tile to its block of centres.
+def _rows(keys: np.ndarray, values: np.ndarray, n_keys: int, pad: int) -> np.ndarray:
+    """``values`` grouped into (n_keys, width) rows by ``keys`` (in order), padded."""
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], values[order]
+    counts = np.bincount(keys, minlength=n_keys)
+    position = np.arange(len(keys)) - (np.cumsum(counts) - counts)[keys]
+    out = np.full((n_keys, counts.max()), pad, dtype=np.int64)
+    out[keys, position] = values
+    return out
 
-    tiled: (B, nt, S, C) tokens by tile, tiled_sq: their squared norms (B, nt, S, 1),
-    centers: (B, M, C). Returns (B, nt, S, K); only ``layout.candidate`` entries matter.
+
+def _to_tensors(arrays: Sequence[np.ndarray], device: str) -> _Layout:
+    return _Layout(*(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays))
+
+
+@functools.lru_cache(maxsize=64)
+def _layout_tensors(hw: Tuple[int, int], grid: Tuple[int, int], window: int,
+                    device: str) -> _Layout:
+    # Plain tensors whatever the caller's mode: built under inference_mode they would be
+    # inference tensors, which autograd refuses to save for a later backward pass.
+    with torch.inference_mode(False), torch.no_grad():
+        return _to_tensors(_layout_arrays(hw, grid, window), device)
+
+
+@torch.compiler.assume_constant_result
+def _layout(hw: Tuple[int, int], grid: Tuple[int, int], window: int, device: str) -> _Layout:
+    """The index tables for one shape, on ``device``: constants of the graph when traced."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return _to_tensors(_layout_arrays(hw, grid, window), device)
+    return _layout_tensors(hw, grid, window, device)
+
+
+def adaptive_avg_pool(z: Tensor, hw: Tuple[int, int], layout: _Layout) -> Tensor:
+    """``F.adaptive_avg_pool2d`` of the (B, H*W, C) token grid to (B, h*w, C), as two
+    small matmuls (rows, then columns): several times faster than the pooling kernel on
+    token-major data."""
+    B, N, C = z.shape
+    (H, W), h, w = hw, layout.pool_rows.shape[0], layout.pool_cols.shape[0]
+    cols = torch.matmul(layout.pool_cols.to(z.dtype), z.reshape(B * H, W, C))  # (B*H, w, C)
+    out = torch.matmul(layout.pool_rows.to(z.dtype), cols.view(B, H, w * C))  # (B, h, w*C)
+    return out.view(B, h * w, C)
+
+
+def _by_tile(values: Tensor, index: Tensor, nt: int) -> Tensor:
+    """(B, n, ...) -> (B, nt, n', ...): rows picked by a flat per-tile index."""
+    return values.index_select(1, index).view(values.shape[0], nt, -1, *values.shape[2:])
+
+
+def _tile_logits(slots: Tensor, centers: Tensor, temperature: float) -> Tensor:
+    """``-||z_p - s_i||^2 / tau`` up to a per-token constant, for every centre and slot of
+    every tile.
+
+    slots: (B, nt, S, C) the tokens of every tile; centers: (B, nt, T, C) tile by tile.
+    Returns (B, nt, T, S). ``||z_p||^2`` is the same for all of a token's centres and is
+    left out: the softmax over the candidates, the nearest centres and the min-shifted
+    weights do not depend on it.
     """
-    B, nt, S, C = tiled.shape
-    K = layout.block_cell.shape[1]
-    flat = layout.block_cell.flatten()
-    block = centers.index_select(1, flat).view(B * nt, K, C)
-    dot = torch.bmm(tiled.view(B * nt, S, C), block.transpose(1, 2)).view(B, nt, S, K)
-    block_sq = centers.pow(2).sum(-1).index_select(1, flat).view(B, nt, 1, K)
-    return (tiled_sq + block_sq - 2 * dot).clamp_min_(0)
+    B, nt, S, C = slots.shape
+    T = centers.shape[2]
+    squares = (centers * centers).sum(-1).view(B * nt, T, 1)
+    logits = torch.baddbmm(squares, centers.reshape(B * nt, T, C),
+                           slots.reshape(B * nt, S, C).transpose(1, 2),
+                           beta=-1.0 / temperature, alpha=2.0 / temperature)
+    return logits.view(B, nt, T, S)
 
 
-def _tile_tokens(z: Tensor, layout: _Layout) -> Tuple[Tensor, Tensor]:
-    """(B, N, C) -> tokens by tile (B, nt, S, C) and their squared norms (B, nt, S, 1)."""
-    tiled = z.index_select(1, layout.tile_tokens.flatten()).view(
-        z.shape[0], *layout.tile_tokens.shape, z.shape[2])
-    return tiled, tiled.pow(2).sum(-1, keepdim=True)
+def _token_logsumexp(partial: Tensor, layout: _Layout) -> Tensor:
+    """Per-slot log-sum-exps (B, nt, S) -> per-token ones over all their slots (B, N)."""
+    flat = F.pad(partial.flatten(1), (0, 1), value=-math.inf)
+    return torch.logsumexp(flat[:, layout.token_slots], -1)
 
 
 # --------------------------------------------------------------------------- clustering
@@ -312,37 +368,37 @@ class TokenClustering(nn.Module):
         with torch.autocast(device_type=tokens.device.type, enabled=False):
             z = tokens.to(compute_dtype(tokens.dtype))
             layout = _layout(hw, grid, self.window, str(z.device))
-            centers = self._em(z, hw, grid, layout)
+            centers = self._em(z, hw, layout)
         state = ClusterState(z, centers, hw, grid, self.window)
         return centers.to(tokens.dtype), state
 
-    def _em(self, z: Tensor, hw: Tuple[int, int], grid: Tuple[int, int], layout: _Layout) -> Tensor:
-        B, N, C = z.shape
-        M = grid[0] * grid[1]
-        centers = F.adaptive_avg_pool2d(z.transpose(1, 2).reshape(B, C, *hw), grid)
-        centers = centers.flatten(2).transpose(1, 2)                          # (B, M, C)
-        tiled, tiled_sq = _tile_tokens(z, layout)
-        # Padding slots keep finite logits (no all -inf rows); they are never read.
-        excluded = ~layout.candidate & layout.slot_valid[..., None]           # (nt, S, K)
-        bag = layout.bag_token + N * torch.arange(B, device=z.device).view(B, 1, 1)
-        bag = bag.view(B * M, -1)
+    def _em(self, z: Tensor, hw: Tuple[int, int], layout: _Layout) -> Tensor:
+        nt = layout.candidate.shape[0]
+        # Distances do not change when all tokens move by the same vector and the centres
+        # are weighted means, so the EM runs on tokens centred on their mean: the dot
+        # products no longer carry a large common component, which fp32 would cancel.
+        offset = z.mean(1, keepdim=True)
+        z = z - offset
+        centers = _by_tile(adaptive_avg_pool(z, hw, layout), layout.tile_cell, nt)  # (B,nt,T,C)
+        slots = _by_tile(z, layout.slot_token, nt)                                   # (B,nt,S,C)
         for _ in range(self.iters):
-            dist = _tile_sqdist(tiled, tiled_sq, centers, layout)
-            # log Q[p, i]: softmax over the candidates of each token (max-shifted) ...
-            log_q = torch.log_softmax((dist / -self.temperature).masked_fill(excluded, -math.inf), -1)
-            # ... then S_i = sum_p Q[p,i] Z_p / sum_p Q[p,i], over the bag of tokens that
-            # may join centre i. Each bag's weights are shifted by their maximum first
-            # (the result does not depend on the shift, hence no_grad), so that no
-            # centre's mass underflows to zero when features are far apart.
-            log_q = F.pad(log_q.reshape(B, -1), (0, 1), value=-math.inf)
-            bag_log_q = log_q[:, layout.bag_entry]                           # (B, M, L)
+            logits = _tile_logits(slots, centers, self.temperature)             # (B,nt,T,S)
+            # log Q[p, i]: softmax over the candidates of each token, which may lie in
+            # several tiles (padding slots keep finite logits: no all -inf columns).
+            logits = logits.masked_fill(layout.excluded, -math.inf)
+            lse = _token_logsumexp(torch.logsumexp(logits, 2), layout)         # (B, N)
+            log_q = logits - _by_tile(lse, layout.slot_token, nt).unsqueeze(2)
+            log_q = log_q.masked_fill(~layout.candidate, -math.inf)
+            # S_i = sum_p Q[p,i] Z_p / sum_p Q[p,i]: the weights of each centre are
+            # shifted by their maximum first (the ratio does not depend on the shift,
+            # hence no_grad), so that no centre's mass underflows to zero when features
+            # are far apart. Padding positions get no weight and a zero centre.
             with torch.no_grad():
-                peak = bag_log_q.amax(-1, keepdim=True)
-            weight = torch.exp(bag_log_q - peak)
-            num = F.embedding_bag(bag, z.reshape(B * N, C), mode="sum",
-                                  per_sample_weights=weight.reshape(B * M, -1))
-            centers = num.view(B, M, C) / weight.sum(-1, keepdim=True)
-        return centers
+                peak = log_q.amax(3, keepdim=True).masked_fill(~layout.cell_valid[..., None], 0)
+            weight = torch.exp(log_q - peak)                                     # (B,nt,T,S)
+            mass = weight.sum(3, keepdim=True).masked_fill(~layout.cell_valid[..., None], 1)
+            centers = torch.matmul(weight / mass, slots)                         # (B,nt,T,C)
+        return centers.flatten(1, 2).index_select(1, layout.cell_position) + offset
 
 
 # --------------------------------------------------------------------------- reconstruction
@@ -380,7 +436,11 @@ class TokenReconstruction(nn.Module):
                 f"neighbours={self.neighbours!r}, ties={self.ties!r}")
 
     def weights(self, state: ClusterState) -> Tuple[Tensor, Tensor]:
-        """(index (B, N, k'), weight (B, N, k')) of every token's centres; memoised on state."""
+        """(index (B, N, k'), weight (B, N, k')) of every token's centres; memoised on state.
+
+        ``"local"``: the token's candidate cells (``k' = lambda``; a token near the border
+        of the grid has fewer, padded with index 0 and weight 0).
+        """
         key = (self.k, self.temperature, self.normalize, self.neighbours, self.ties)
         if key not in state._neighbours:
             with torch.autocast(device_type=state.tokens.device.type, enabled=False):
@@ -388,32 +448,33 @@ class TokenReconstruction(nn.Module):
         return state._neighbours[key]
 
     def _weights(self, state: ClusterState) -> Tuple[Tensor, Tensor]:
-        z, s = state.tokens, state.centers
-        B, N, C = z.shape
-        M = s.shape[1]
+        offset = state.tokens.mean(1, keepdim=True)       # as in the EM: centred, same distances
+        z, s = state.tokens - offset, state.centers - offset
+        B = z.shape[0]
         if self.neighbours == "global":
-            dist = (z.pow(2).sum(-1, keepdim=True) + s.pow(2).sum(-1).unsqueeze(1)
-                    - 2 * torch.bmm(z, s.transpose(1, 2))).clamp_min_(0)     # (B, N, M)
-            nearest, index = dist.topk(min(self.k, M), dim=-1, largest=False)
+            # ||s||^2 - 2 z.s: the squared distance up to ||z||^2, the same for all of a
+            # token's centres (so the same neighbours and min-shifted weights).
+            relative = torch.baddbmm(s.pow(2).sum(-1).unsqueeze(1), z, s.transpose(1, 2),
+                                     alpha=-2)                                  # (B, N, M)
+            M = s.shape[1]
+            dist, index = smallest(relative, min(self.k, M))
             if self.ties == "keep" and self.k < M:
-                # every centre as near as the k-th: widen the top-k to the most ties any
-                # token has (a data-dependent size, so this mode is eager-only)
-                kth = nearest[..., -1:]
-                widest = int((dist <= kth).sum(-1).max())
-                if widest > nearest.shape[-1]:
-                    nearest, index = dist.topk(widest, dim=-1, largest=False)
-                nearest = nearest.masked_fill(nearest > kth, math.inf)
-            dist = nearest
+                # every centre as near as the k-th: widen the selection to the most ties
+                # any token has (a data-dependent size, so this mode is eager-only)
+                kth = dist[..., -1:]
+                widest = int((relative <= kth).sum(-1).max())
+                if widest > dist.shape[-1]:
+                    dist, index = relative.topk(widest, dim=-1, largest=False)
+                dist = dist.masked_fill(dist > kth, math.inf)
         else:
             layout = state.layout
-            tiled, tiled_sq = _tile_tokens(z, layout)
-            dist = _tile_sqdist(tiled, tiled_sq, s, layout)
-            # Padding entries (tokens with fewer than lam candidates) get weight exp(-inf).
-            dist = F.pad(dist.reshape(B, -1), (0, 1), value=math.inf)
-            dist = dist[:, layout.token_entry]                                # (B, N, lam)
+            nt = layout.candidate.shape[0]
+            logits = _tile_logits(_by_tile(z, layout.slot_token, nt),
+                                  _by_tile(s, layout.tile_cell, nt), 1.0)        # (B,nt,T,S)
+            # padding entries (tokens with fewer than lambda candidates): weight exp(-inf)
+            dist = F.pad(-logits.flatten(1), (0, 1), value=math.inf)[:, layout.token_pair]
             index = layout.token_cell.expand(B, -1, -1)
-        shifted = dist - dist.amin(dim=-1, keepdim=True)
-        weight = torch.exp(shifted / -self.temperature)
+        weight = torch.exp((dist - dist.amin(dim=-1, keepdim=True)) / -self.temperature)
         if self.normalize == "sum":
             weight = weight / weight.sum(-1, keepdim=True)
         else:
@@ -431,15 +492,45 @@ class TokenReconstruction(nn.Module):
         return out.to(centers.dtype)
 
 
+def smallest(values: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """``values.topk(k, -1, largest=False)`` (ascending), in two cheaper selections.
+
+    The last dim (n) is cut into groups of g: the k smallest values lie in the k groups
+    with the smallest minima (each of those groups holds a value no larger than the k-th
+    smallest minimum, so the k-th smallest value is no larger either), so a top-k of the
+    n / g group minima and one of the k * g values in the chosen groups give the same
+    values and indices (up to the order of exact ties), with static shapes.
+    """
+    n = values.shape[-1]
+    group, cost = 0, n                       # the group size with the fewest values to rank
+    for g in range(2, 9):
+        if n % g == 0 and n // g + k * g < cost:
+            group, cost = g, n // g + k * g
+    if not group:
+        return values.topk(k, dim=-1, largest=False)
+    minima = values.view(*values.shape[:-1], n // group, group).amin(-1)
+    chosen = minima.topk(k, dim=-1, largest=False).indices                  # (..., k)
+    columns = (chosen.unsqueeze(-1) * group
+               + torch.arange(group, device=values.device)).flatten(-2)     # (..., k*g)
+    best, position = values.gather(-1, columns).topk(k, dim=-1, largest=False)
+    return best, columns.gather(-1, position)
+
+
 def weighted_gather(values: Tensor, index: Tensor, weight: Tensor) -> Tensor:
     """``out[b, n] = sum_j weight[b, n, j] * values[b, index[b, n, j]]``.
 
     values (B, M, C), index/weight (B, N, k) -> (B, N, C), in O(N * k * C) without
-    materialising the (B, N, k, C) gather (one ``embedding_bag``).
+    materialising the (B, N, k, C) gather (one ``embedding_bag``). While traced for export
+    (ONNX has no ``embedding_bag`` without a loop), the weights are scattered into a dense
+    (B, N, M) matrix that multiplies the values instead: the same sums, O(N * M) memory.
     """
     B, M, C = values.shape
     N, k = index.shape[1:]
+    weight = weight.to(values.dtype)
+    if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+        dense = values.new_zeros(B, N, M).scatter_add(2, index, weight)
+        return torch.bmm(dense, values)
     flat = (index + torch.arange(B, device=index.device).view(B, 1, 1) * M).reshape(B * N, k)
     out = F.embedding_bag(flat, values.reshape(B * M, C), mode="sum",
-                          per_sample_weights=weight.reshape(B * N, k).to(values.dtype))
+                          per_sample_weights=weight.reshape(B * N, k))
     return out.view(B, N, C)

@@ -1,9 +1,10 @@
 """FLOP counting with fvcore, with handles for the ops our layers use.
 
 fvcore counts one fused multiply-add as one flop and silently ignores element-wise ops.
-It has no handle for ``embedding_bag`` (our weighted gathers: the clustering M-step and
-the reconstruction), so without the handles below those would be skipped; every op
-fvcore still cannot count is reported in :attr:`FlopReport.unsupported`.
+It has no handle for ``embedding_bag`` (the reconstruction's weighted gather; the
+clustering EM is batched matmuls, which fvcore counts), so without the handles below it
+would be skipped; every op fvcore still cannot count is reported in
+:attr:`FlopReport.unsupported`.
 """
 from __future__ import annotations
 

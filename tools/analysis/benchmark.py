@@ -3,6 +3,8 @@
     python tools/analysis/benchmark.py CONFIG [--checkpoint FILE|URL [--trust-checkpoint]
         [--allow-partial-load]] [--device cpu|cuda] [--fp16]
         [--batch-size 1] [--repeat 20] [--warmup 3] [--shape H W] [--mode predict|tensor]
+        [--backend pytorch|onnxruntime] [--compile [--compile-mode MODE]] [--threads N]
+        [--sizes 512 640 ... [--batch-sizes 1 2 ...] --csv FILE [--png FILE]]
         [--cfg-options k=v ...] [--json FILE]
 
 Both models share one set of weights (the checkpoint's, or random ones: the cost of the
@@ -11,15 +13,38 @@ config's test size. ``--mode predict`` (default) times ``model.predict`` — wha
 ``tools/test.py`` runs per image, post-processing included; ``--mode tensor`` times the
 network alone (``model._forward``; a classifier's logits). Latencies are measured
 interleaved after warm-up; the table shows the median with its interquartile range,
-images/s, the peak memory torch allocated during one call, and the ratio expedited / stock.
+images/s, the peak memory torch allocated during one call, and the ratio expedited /
+stock.
+
+Backends:
+
+* ``--backend onnxruntime``: both models are exported to ONNX
+  (``tools/deployment/pytorch2onnx.py``: mmseg segmentors with a ViT backbone) and run
+  with ONNX Runtime on the CPU (``--threads`` intra-op threads); the exported graph is the
+  network (``--mode tensor``). The export is checked against PyTorch first.
+* ``--compile``: both models' backbone and heads go through ``torch.compile`` (in place,
+  ``nn.Module.compile``); the warm-up calls include the compilation.
+
+``--sizes`` sweeps square inputs (times ``--batch-sizes``) instead of one shape: one row
+per (size, batch) in ``--csv``, and ``--png`` plots the latency ratio against the input
+size, one line per batch size. Keep the cluster grid a ratio of the token grid for a
+sweep (e.g. ``--cfg-options model.backbone.cluster_grid=0.7``), so that every size is
+reduced alike.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
+import os
+import os.path as osp
+import tempfile
 
 from expedite_mm.utils.config import CfgOptionsAction
+
+CSV_COLUMNS = ["size", "batch_size", "backend", "mode", "stock_median_ms", "stock_iqr_ms",
+               "expedited_median_ms", "expedited_iqr_ms", "latency_ratio", "speedup"]
 
 
 def parse_args(argv=None):
@@ -37,7 +62,22 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls per model first")
     parser.add_argument("--shape", type=int, nargs="+", metavar="N",
                         help="input H W (or one size); default: the config's test size")
-    parser.add_argument("--mode", default="predict", choices=("predict", "tensor"))
+    parser.add_argument("--mode", choices=("predict", "tensor"),
+                        help="predict (default; PyTorch only) or tensor (the network alone)")
+    parser.add_argument("--backend", default="pytorch", choices=("pytorch", "onnxruntime"))
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the backbone and heads of both models")
+    parser.add_argument("--compile-mode", default=None,
+                        help="torch.compile mode (default, reduce-overhead, max-autotune)")
+    parser.add_argument("--threads", type=int, help="torch / ONNX Runtime CPU threads")
+    parser.add_argument("--onnx-dir", help="keep the exported .onnx files here (default: a "
+                                           "temporary directory)")
+    parser.add_argument("--sizes", type=int, nargs="+", metavar="S",
+                        help="sweep square inputs S x S (replaces --shape)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", metavar="B",
+                        help="batch sizes of the sweep (default: --batch-size)")
+    parser.add_argument("--csv", help="sweep rows (written as they are measured)")
+    parser.add_argument("--png", help="sweep plot: latency ratio vs input size")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     parser.add_argument("--cfg-options", nargs="+", action=CfgOptionsAction, default={})
     parser.add_argument("--json", help="also write the numbers to this JSON file")
@@ -51,6 +91,23 @@ def parse_args(argv=None):
         parser.error("--warmup must be >= 0")
     if args.shape is not None and len(args.shape) not in (1, 2):
         parser.error("--shape takes H W or one size")
+    if args.backend == "onnxruntime":
+        if args.mode == "predict":
+            parser.error("--backend onnxruntime runs the exported network: --mode tensor")
+        if args.device != "cpu" or args.fp16 or args.compile:
+            parser.error("--backend onnxruntime runs on the CPU in fp32, without --compile")
+        args.mode = "tensor"
+    args.mode = args.mode or "predict"
+    if args.sizes is None and (args.batch_sizes or args.csv or args.png):
+        parser.error("--batch-sizes, --csv and --png belong to a --sizes sweep")
+    if args.sizes is not None:
+        if args.shape is not None:
+            parser.error("--sizes replaces --shape")
+        if not args.csv:
+            parser.error("--sizes needs --csv")
+        args.batch_sizes = args.batch_sizes or [args.batch_size]
+        if min(args.sizes + args.batch_sizes) < 1:
+            parser.error("--sizes and --batch-sizes must be >= 1")
     return args
 
 
@@ -59,70 +116,187 @@ def main(argv=None) -> dict:
     import torch
 
     import expedite_mm.models  # noqa: F401  (registers the backbones)
-    from expedite_mm.utils.benchmark import benchmark
     from expedite_mm.utils.config import (build_model, default_input_shape, disable_expedite,
-                                          load_config, synthetic_batch, tensor_forward)
+                                          load_config)
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
-    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.cfg_options)
-    shape = tuple((args.shape * 2)[:2]) if args.shape else default_input_shape(cfg)
 
     expedited = build_model(cfg, args.checkpoint, args.device, args.trust_checkpoint,
                             args.allow_partial_load)
     stock = build_model(disable_expedite(cfg), device=args.device)
     stock.load_state_dict(expedited.state_dict())
-    inputs, samples = synthetic_batch(expedited, shape, args.batch_size, args.device)
+    if args.compile:
+        for model in (stock, expedited):
+            compile_model(model, args.compile_mode)
 
-    autocast = (torch.autocast("cuda", dtype=torch.float16) if args.fp16
-                else contextlib.nullcontext())
-
-    def runner(model):
-        def call():
-            with torch.no_grad(), autocast:
-                if args.mode == "tensor":
-                    return tensor_forward(model, inputs, samples)
-                return model.predict(inputs, samples)
-        return call
-
-    timings = benchmark({"stock": runner(stock), "expedited": runner(expedited)}, device,
-                        repeat=args.repeat, warmup=args.warmup,
-                        measure_memory=not args.no_memory)
-    summary = _summary(args, shape, timings, device)
-    _print_table(summary)
+    with contextlib.ExitStack() as stack:
+        onnx_dir = args.onnx_dir
+        if args.backend == "onnxruntime" and onnx_dir is None:
+            onnx_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="expedite-onnx-"))
+        models = {"stock": stock, "expedited": expedited}
+        if args.sizes is None:
+            shape = tuple((args.shape * 2)[:2]) if args.shape else default_input_shape(cfg)
+            summary = measure(args, models, shape, args.batch_size, onnx_dir)
+            _print_table(summary)
+        else:
+            summary = sweep(args, models, onnx_dir)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
     return summary
 
 
-def _summary(args, shape, timings, device) -> dict:
+def compile_model(model, mode=None) -> None:
+    """``torch.compile`` the model's backbone, neck and heads in place (same state dict)."""
+    import torch
+    for name in ("backbone", "neck", "decode_head", "auxiliary_head", "rpn_head", "roi_head",
+                 "bbox_head", "panoptic_head"):
+        module = getattr(model, name, None)
+        if isinstance(module, torch.nn.Module):
+            module.compile(mode=mode)
+
+
+def measure(args, models: dict, shape, batch_size: int, onnx_dir=None) -> dict:
+    """One interleaved benchmark of ``models`` at ``shape`` and ``batch_size``."""
+    import torch
+
+    from expedite_mm.utils.benchmark import benchmark
+    from expedite_mm.utils.config import synthetic_batch, tensor_forward
+
+    device = torch.device(args.device)
+    inputs, samples = synthetic_batch(models["expedited"], shape, batch_size, args.device)
+    if args.backend == "onnxruntime":
+        runners = onnxruntime_runners(args, models, shape, inputs, onnx_dir)
+        measure_memory = False
+    else:
+        autocast = (torch.autocast("cuda", dtype=torch.float16) if args.fp16
+                    else contextlib.nullcontext())
+
+        def runner(model):
+            def call():
+                with torch.no_grad(), autocast:
+                    if args.mode == "tensor":
+                        return tensor_forward(model, inputs, samples)
+                    return model.predict(inputs, samples)
+            return call
+
+        runners = {name: runner(model) for name, model in models.items()}
+        measure_memory = not args.no_memory
+    timings = benchmark(runners, device, repeat=args.repeat, warmup=args.warmup,
+                        measure_memory=measure_memory)
+    return _summary(args, shape, batch_size, timings, device)
+
+
+def onnxruntime_runners(args, models: dict, shape, inputs, onnx_dir) -> dict:
+    """Export every model (dynamic batch, one file per shape) and wrap an ONNX Runtime
+    session of it; each export is verified against PyTorch first."""
+    from expedite_mm.utils.deploy import export_onnx, onnxruntime_session, run_session, verify
+
+    runners = {}
+    array = inputs.cpu().numpy()
+    for name, model in models.items():
+        path = osp.join(onnx_dir, f"{name}_{shape[0]}x{shape[1]}.onnx")
+        if not osp.exists(path):
+            export_onnx(model, path, shape, batch_size=1, dynamic_batch=True)
+            check = verify(model, path, shape, batch_size=1, threads=args.threads)
+            if not check.ok:
+                raise SystemExit(f"{name}: ONNX Runtime differs from PyTorch (relative error "
+                                 f"{check.rel:.2e} > {check.tolerance:g})")
+        session = onnxruntime_session(path, args.threads)
+        runners[name] = (lambda s: lambda: run_session(s, array))(session)
+    return runners
+
+
+def sweep(args, models: dict, onnx_dir) -> dict:
+    """The benchmark over ``args.sizes`` x ``args.batch_sizes``; rows go to the CSV as
+    they are measured, the plot to ``args.png``."""
+    rows = []
+    os.makedirs(osp.dirname(osp.abspath(args.csv)), exist_ok=True)
+    with open(args.csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, CSV_COLUMNS)
+        writer.writeheader()
+        for size in args.sizes:
+            for batch_size in args.batch_sizes:
+                summary = measure(args, models, (size, size), batch_size, onnx_dir)
+                _print_table(summary)
+                row = {"size": size, "batch_size": batch_size, "backend": summary["backend"],
+                       "mode": args.mode,
+                       "stock_median_ms": summary["stock"]["median_ms"],
+                       "stock_iqr_ms": summary["stock"]["iqr_ms"],
+                       "expedited_median_ms": summary["expedited"]["median_ms"],
+                       "expedited_iqr_ms": summary["expedited"]["iqr_ms"],
+                       "latency_ratio": summary["latency_ratio"], "speedup": summary["speedup"]}
+                writer.writerow(row)
+                f.flush()
+                rows.append(row)
+    if args.png:
+        import torch
+        plot_sweep(rows, args.png, f"{osp.basename(args.config)} ({_backend_name(args)}, "
+                                   f"{_device_name(torch.device(args.device), args)})")
+    return {"config": args.config, "backend": _backend_name(args), "mode": args.mode,
+            "rows": rows}
+
+
+def plot_sweep(rows, path: str, title: str) -> None:
+    """Latency ratio expedited / stock against the input size, one line per batch size."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for batch_size in sorted({int(r["batch_size"]) for r in rows}):
+        points = sorted((int(r["size"]), float(r["latency_ratio"])) for r in rows
+                        if int(r["batch_size"]) == batch_size)
+        ax.plot(*zip(*points), marker="o", label=f"batch {batch_size}")
+    ax.set_xlabel("input size (pixels, square)")
+    ax.set_ylabel("latency expedited / stock (median)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _backend_name(args) -> str:
+    if args.backend == "onnxruntime":
+        return "onnxruntime"
+    return "pytorch compiled" if args.compile else "pytorch"
+
+
+def _summary(args, shape, batch_size, timings, device) -> dict:
     rows = {}
     for name, timing in timings.items():
         rows[name] = {
             "median_ms": timing.median * 1e3, "iqr_ms": timing.spread * 1e3,
-            "images_per_s": args.batch_size / timing.median,
+            "images_per_s": batch_size / timing.median,
             "peak_memory_mib": None if timing.peak_memory is None else timing.peak_memory / 2**20,
             "latencies_ms": [t * 1e3 for t in timing.latencies],
         }
     return {
         "config": args.config, "shape": list(shape), "device": str(device),
-        "device_name": _device_name(device), "fp16": args.fp16, "mode": args.mode,
-        "batch_size": args.batch_size, "repeat": args.repeat, "warmup": args.warmup,
+        "device_name": _device_name(device, args), "fp16": args.fp16, "mode": args.mode,
+        "backend": _backend_name(args),
+        "batch_size": batch_size, "repeat": args.repeat, "warmup": args.warmup,
         **rows,
         "latency_ratio": timings["expedited"].median / timings["stock"].median,
         "speedup": timings["stock"].median / timings["expedited"].median,
     }
 
 
-def _device_name(device) -> str:
+def _device_name(device, args=None) -> str:
     import platform
 
     import torch
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    threads = (args.threads if args is not None and args.threads else torch.get_num_threads())
+    return f"{platform.processor() or platform.machine()}, {threads} threads"
 
 
 def _print_table(summary: dict) -> None:
@@ -130,9 +304,9 @@ def _print_table(summary: dict) -> None:
     from rich.table import Table
 
     h, w = summary["shape"]
-    table = Table(title=(f"{summary['mode']} latency at {h}x{w}, batch {summary['batch_size']}, "
-                         f"{summary['device_name']}{' fp16' if summary['fp16'] else ''}: "
-                         f"{summary['config']}"))
+    table = Table(title=(f"{summary['mode']} latency ({summary['backend']}) at {h}x{w}, batch "
+                         f"{summary['batch_size']}, {summary['device_name']}"
+                         f"{' fp16' if summary['fp16'] else ''}: {summary['config']}"))
     for column in ("", "median ms", "IQR ms", "images/s", "peak MiB"):
         table.add_column(column, justify="right")
     for name in ("stock", "expedited"):

@@ -27,7 +27,7 @@ import functools
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Dict, NamedTuple, Sequence, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -357,12 +357,25 @@ class TokenClustering(nn.Module):
         return (f"grid={self.grid}, window={self.window}, iters={self.iters}, "
                 f"temperature={self.temperature}")
 
-    def forward(self, tokens: Tensor, hw: Tuple[int, int]) -> Tuple[Tensor, ClusterState]:
+    def forward(self, tokens: Tensor, hw: Tuple[int, int],
+                grid: Optional[GridSpec] = None) -> Tuple[Tensor, ClusterState]:
+        """Cluster the tokens.
+
+        Args:
+            tokens: (B, N, C), N = H * W.
+            hw: the token grid (H, W).
+            grid: the cluster grid for this call instead of ``self.grid`` (window
+                clustering gives edge windows fewer centres).
+
+        Returns:
+            The centres (B, h*w, C), in the tokens' dtype, and the :class:`ClusterState`
+            reconstruction needs.
+        """
         B, N, C = tokens.shape
         hw = (int(hw[0]), int(hw[1]))
         if hw[0] * hw[1] != N:
             raise ValueError(f"hw={hw} does not match the {N} tokens given")
-        grid = resolve_grid(self.grid, hw)
+        grid = resolve_grid(self.grid if grid is None else grid, hw)
         if grid[0] > hw[0] or grid[1] > hw[1]:
             raise ValueError(f"cluster grid {grid} is larger than the token grid {hw}")
         with torch.autocast(device_type=tokens.device.type, enabled=False):

@@ -118,8 +118,10 @@ class AdaptiveAvgPoolReduction(nn.Module):
     def extra_repr(self) -> str:
         return f"grid={self.grid}"
 
-    def forward(self, tokens: Tensor, hw: Tuple[int, int]) -> Tuple[Tensor, ClusterState]:
-        hw, grid = _check_input(tokens, hw, self.grid)
+    def forward(self, tokens: Tensor, hw: Tuple[int, int],
+                grid: Optional[GridSpec] = None) -> Tuple[Tensor, ClusterState]:
+        """As :meth:`TokenClustering.forward` (``grid``: this call's budget)."""
+        hw, grid = _check_input(tokens, hw, self.grid if grid is None else grid)
         B, N, C = tokens.shape
         with torch.autocast(device_type=tokens.device.type, enabled=False):
             z = tokens.to(compute_dtype(tokens.dtype))

@@ -16,7 +16,6 @@ SwinV2's log-spaced coordinate table of the smaller window).
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
@@ -122,15 +121,6 @@ def clustered_window_hw(hw: Tuple[int, int], window_size: int, grid: Tuple[int, 
             sum(group.clustered_hw[1] for group in layout[0]))
 
 
-def _with_grid(reducer: nn.Module, grid: Tuple[int, int]) -> nn.Module:
-    """The (parameter-free) reducer with another budget: a shallow copy, never a write."""
-    if tuple(reducer.grid) == tuple(grid):
-        return reducer
-    other = copy.copy(reducer)
-    other.grid = grid
-    return other
-
-
 @dataclass
 class WindowClusterState:
     """What :func:`reconstruct_windows` needs from :func:`cluster_windows`.
@@ -191,7 +181,7 @@ def cluster_windows(clustering: nn.Module, tokens: Tensor, hw: Tuple[int, int],
         for group in row:
             windows = window_partition(x[:, group.rows[0]:group.rows[1], group.cols[0]:group.cols[1]],
                                        group.window)                    # (B*n, wh*ww, C)
-            centers, group.inner = _with_grid(clustering, group.grid)(windows, group.window)
+            centers, group.inner = clustering(windows, group.window, grid=group.grid)
             parts.append(window_merge(centers, group.grid, B, group.n_windows))
         rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
     clustered = torch.cat(rows, dim=1) if len(rows) > 1 else rows[0]

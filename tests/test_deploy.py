@@ -59,9 +59,10 @@ def tiny_vit(**kwargs):
 
 
 def write_tiny_segmenter(tmp_path, **backbone):
-    """Our alpha-10 config, inherited, with a 32-wide 4-layer ViT (cluster after 2)."""
+    """Our alpha-10 config (the release's logits placement, ties kept), inherited, with a
+    32-wide 4-layer ViT (cluster after 2)."""
     settings = dict(embed_dims=32, num_layers=4, num_heads=2, cluster_after=2,
-                    reconstruct_after=4, cluster_grid=(6, 7), drop_path_rate=0.0, **backbone)
+                    cluster_grid=(6, 7), drop_path_rate=0.0, **backbone)
     path = tmp_path / "tiny_segmenter_expedite.py"
     path.write_text(f"""
 _base_ = {ADE_A10!r}
@@ -155,6 +156,44 @@ def test_operators_export_to_onnx_without_loops_or_custom_ops(neighbours, tmp_pa
     with torch.no_grad():
         reference = module(tokens)
     assert_outputs_equal(outputs, reference, atol=1e-5)
+
+
+class KeepTies(torch.nn.Module):
+    """Reconstruction that keeps the centres tied with the k-th (the release's rule), on
+    centres of which several are identical (as pure-padding centres are)."""
+
+    def __init__(self):
+        super().__init__()
+        self.clustering = TokenClustering((4, 4), window=3, iters=2, temperature=2.0)
+        self.reconstruction = TokenReconstruction(k=5, temperature=2.0, normalize="l2",
+                                                  ties="keep")
+
+    def forward(self, tokens):
+        centers, state = self.clustering(tokens, (8, 8))
+        return self.reconstruction(torch.tanh(centers), state)
+
+
+def tied_tokens():
+    tokens = torch.zeros(2, 64, 8)
+    tokens[:, :16] = torch.randn(2, 16, 8)       # two rows of content, six of zeros
+    return tokens
+
+
+def test_kept_ties_compile_and_export_to_the_eager_numbers(tmp_path):
+    """Eagerly the tied centres widen the selection (a data-dependent size); traced, all
+    centres are weighed with the others masked: the same numbers, static shapes."""
+    torch._dynamo.reset()
+    module, tokens = KeepTies(), tied_tokens()
+    centers, state = module.clustering(tokens, (8, 8))
+    index, _ = module.reconstruction.weights(state)
+    assert index.shape[-1] > 5                                # ties did widen the top-k
+    assert _graph_breaks(module, tokens) == (0, [])
+    with torch.no_grad():
+        expected = module(tokens)
+        assert_outputs_equal(torch.compile(module, fullgraph=True, backend="eager")(tokens),
+                             expected, atol=1e-6)
+    _, _, _, outputs = _export_and_run(module, tokens, tmp_path / "ties.onnx")
+    assert_outputs_equal(outputs, expected, atol=1e-5)
 
 
 def test_window_operators_export_to_onnx(tmp_path):

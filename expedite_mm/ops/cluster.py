@@ -472,13 +472,23 @@ class TokenReconstruction(nn.Module):
             M = s.shape[1]
             dist, index = smallest(relative, min(self.k, M))
             if self.ties == "keep" and self.k < M:
-                # every centre as near as the k-th: widen the selection to the most ties
-                # any token has (a data-dependent size, so this mode is eager-only)
-                kth = dist[..., -1:]
-                widest = int((relative <= kth).sum(-1).max())
-                if widest > dist.shape[-1]:
-                    dist, index = relative.topk(widest, dim=-1, largest=False)
-                dist = dist.masked_fill(dist > kth, math.inf)
+                # every centre as near as the k-th. Eagerly: widen the selection to the most
+                # ties any token has (a data-dependent size); traced (compile, export): all
+                # M centres, the others masked (static shapes, the same weights).
+                # "as near" up to the rounding of the distance products (8 ulps of the
+                # squared norms), so that identical centres tie whatever the summation
+                # order of the backend (ONNX Runtime's differs from ours)
+                scale = z.pow(2).sum(-1, keepdim=True) + s.pow(2).sum(-1).amax(-1)[:, None, None]
+                kth = dist[..., -1:] + 8 * torch.finfo(z.dtype).eps * scale
+                if (torch.compiler.is_compiling() or torch.compiler.is_exporting()
+                        or torch.onnx.is_in_onnx_export()):
+                    dist = relative.masked_fill(relative > kth, math.inf)
+                    index = torch.arange(M, device=z.device).expand(B, relative.shape[1], M)
+                else:
+                    widest = int((relative <= kth).sum(-1).max())
+                    if widest > dist.shape[-1]:
+                        dist, index = relative.topk(widest, dim=-1, largest=False)
+                    dist = dist.masked_fill(dist > kth, math.inf)
         else:
             layout = state.layout
             nt = layout.candidate.shape[0]

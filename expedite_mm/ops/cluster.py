@@ -75,6 +75,7 @@ def validate_grid(grid: GridSpec, name: str = "grid") -> Union[float, Tuple[int,
 
 
 def validate_window(window: int, name: str = "window") -> int:
+    """``window`` as an int if it is an odd int >= 1; else a ValueError naming ``name``."""
     if not _is_int(window) or window < 1 or window % 2 == 0:
         raise ValueError(f"{name} must be an odd int >= 1 (the lambda = window x window "
                          f"neighbourhood of a token's home cell), got {window!r}")
@@ -82,12 +83,14 @@ def validate_window(window: int, name: str = "window") -> int:
 
 
 def validate_int(value: int, name: str, minimum: int) -> int:
+    """``value`` as an int if it is an integral number >= ``minimum`` (bools are not)."""
     if not _is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
 
 
 def validate_temperature(temperature: float, name: str = "temperature") -> float:
+    """``temperature`` as a float if it is a finite number > 0."""
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
             or not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {temperature!r}")
@@ -95,6 +98,7 @@ def validate_temperature(temperature: float, name: str = "temperature") -> float
 
 
 def validate_choice(value: str, name: str, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
@@ -113,8 +117,16 @@ def _static_size(hw: Sequence) -> Tuple[int, int]:
 
 
 def resolve_grid(grid: GridSpec, hw: Tuple[int, int]) -> Tuple[int, int]:
-    """The cluster grid ``(h, w)`` for a token grid ``hw``; a ratio is rounded per side
-    (python ``round``: halves to even)."""
+    """The cluster grid for one token grid.
+
+    Args:
+        grid: an int, an ``(h, w)`` pair, or a ratio in (0, 1] of the token grid.
+        hw: the token grid ``(H, W)`` (ints, or 0-dim tensors under tracing).
+
+    Returns:
+        ``(h, w)``; a ratio is rounded per side (python ``round``: halves to even), at
+        least 1.
+    """
     grid = validate_grid(grid)
     if isinstance(grid, float):
         height, width = _static_size(hw)
@@ -123,8 +135,16 @@ def resolve_grid(grid: GridSpec, hw: Tuple[int, int]) -> Tuple[int, int]:
 
 
 def can_cluster(grid: GridSpec, hw: Tuple[int, int]) -> bool:
-    """Whether clustering an ``hw`` token grid to ``grid`` gives fewer tokens: the cluster
-    grid fits in both directions and has fewer cells than there are tokens."""
+    """Whether clustering an ``hw`` token grid to ``grid`` gives fewer tokens.
+
+    Args:
+        grid: the cluster grid, as for :func:`resolve_grid`.
+        hw: the token grid ``(H, W)``.
+
+    Returns:
+        True if the cluster grid fits in both directions and has fewer cells than there
+        are tokens (otherwise the backbones run their stock forward).
+    """
     h, w = resolve_grid(grid, hw)
     height, width = _static_size(hw)
     return h <= height and w <= width and h * w < height * width
@@ -505,6 +525,16 @@ class TokenReconstruction(nn.Module):
         return index, weight
 
     def forward(self, centers: Tensor, state: ClusterState) -> Tensor:
+        """Reconstruct the tokens.
+
+        Args:
+            centers: (B, M, C) the centres after the layers that refined them (or any
+                per-centre values, e.g. a head's logits).
+            state: the :class:`ClusterState` of the clustering that made them.
+
+        Returns:
+            (B, N, C) in the centres' dtype.
+        """
         B, M, C = centers.shape
         if M != state.centers.shape[1] or B != state.centers.shape[0]:
             raise ValueError(f"centers of shape {tuple(centers.shape)} do not match the "
@@ -542,10 +572,18 @@ def smallest(values: Tensor, k: int) -> Tuple[Tensor, Tensor]:
 def weighted_gather(values: Tensor, index: Tensor, weight: Tensor) -> Tensor:
     """``out[b, n] = sum_j weight[b, n, j] * values[b, index[b, n, j]]``.
 
-    values (B, M, C), index/weight (B, N, k) -> (B, N, C), in O(N * k * C) without
-    materialising the (B, N, k, C) gather (one ``embedding_bag``). While traced for export
-    (ONNX has no ``embedding_bag`` without a loop), the weights are scattered into a dense
-    (B, N, M) matrix that multiplies the values instead: the same sums, O(N * M) memory.
+    In O(N * k * C) without materialising the (B, N, k, C) gather (one ``embedding_bag``).
+    While traced for export (ONNX has no ``embedding_bag`` without a loop), the weights are
+    scattered into a dense (B, N, M) matrix that multiplies the values instead: the same
+    sums, O(N * M) memory.
+
+    Args:
+        values: (B, M, C).
+        index: (B, N, k) rows of ``values`` per output.
+        weight: (B, N, k).
+
+    Returns:
+        (B, N, C).
     """
     B, M, C = values.shape
     N, k = index.shape[1:]

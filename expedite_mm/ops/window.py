@@ -33,6 +33,7 @@ DEFAULT_WINDOW_K = 10
 
 def validate_clustered_window_size(size: int, window_size: int,
                                    name: str = "clustered_window_size") -> int:
+    """``size`` if it is an int in [1, window_size] (the side k of a clustered window)."""
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= window_size:
         raise ValueError(f"{name} must be an int in [1, {window_size}] (the side of the "
                          f"clustered window; the stock window size is {window_size}), "
@@ -193,8 +194,17 @@ def reconstruct_windows(reconstruction: nn.Module, centers: Tensor,
                         state: WindowClusterState) -> Tensor:
     """Restore the full token map from the (refined) window centres.
 
-    centers: (B, Hc*Wc, C) on ``state.clustered_hw``. Every window's tokens are rebuilt from
-    that window's own centres only; padding is cropped. Returns (B, H*W, C).
+    Every window's tokens are rebuilt from that window's own centres only; padding is
+    cropped.
+
+    Args:
+        reconstruction: a :class:`~expedite_mm.ops.cluster.TokenReconstruction` (or the
+            reconstructor paired with the clustering's reducer).
+        centers: (B, Hc*Wc, C) on ``state.clustered_hw``.
+        state: what :func:`cluster_windows` returned.
+
+    Returns:
+        (B, H*W, C).
     """
     B, M, C = centers.shape
     Hc, Wc = state.clustered_hw

@@ -174,3 +174,32 @@ def test_forward_compiles_into_one_graph(name, changes):
         compiled = torch.compile(model, fullgraph=True, backend="eager")
         for a, b in zip(flat(compiled(x)), flat(model(x))):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- arguments
+@pytest.mark.parametrize("name,kwargs,match", [
+    # validated although expediting is disabled (cluster_after=None)
+    ("vit", dict(cluster_after=None, reconstruct_after=None, temperature=-1.0), "temperature must be a finite number > 0"),
+    ("vit", dict(cluster_after=None, reconstruct_after=None, cluster_window=4), "cluster_window must be an odd int"),
+    ("vit", dict(cluster_after=None, reconstruct_after=None, reducer=dict(type="Nope")), "reducer"),
+    ("swin", dict(cluster_after=None, reconstruct_k=0), "reconstruct_k must be an int >= 1"),
+    # another family's argument: pointed to the right one
+    ("swin", dict(cluster_grid=0.7), "set clustered_window_size=k instead"),
+    ("vit", dict(clustered_window_size=8), "ViT backbones take cluster_grid"),
+    ("vit", dict(cluster_after=1, reconstruct_after=9), r"reconstruct_after must be an int in \[2, 4\]"),
+])
+def test_bad_arguments_fail_at_build_naming_the_parameter(name, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build(name, **kwargs)
+
+
+def test_numpy_integers_are_accepted():
+    import numpy as np
+    model = build("vit", cluster_after=np.int64(1), reconstruct_after=np.int32(3),
+                  cluster_grid=(np.int64(5), np.int64(5)), cluster_window=np.int16(3),
+                  reconstruct_k=np.int64(4))
+    assert model.cluster_after == 1 and type(model.cluster_after) is int
+    assert model.clustering.grid == (5, 5) and model.reconstruction.k == 4
+    swin = build("swin", stage=np.int64(2), cluster_after=np.int64(1),
+                 clustered_window_size=np.int64(4))
+    assert swin.clustered_window_size == 4 and swin.expedited

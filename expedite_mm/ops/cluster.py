@@ -282,12 +282,18 @@ def _layout_tensors(hw: Tuple[int, int], grid: Tuple[int, int], window: int,
         return _to_tensors(_layout_arrays(hw, grid, window), device)
 
 
-@torch.compiler.assume_constant_result
 def _layout(hw: Tuple[int, int], grid: Tuple[int, int], window: int, device: str) -> _Layout:
     """The index tables for one shape, on ``device``: constants of the graph when traced."""
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return _to_tensors(_layout_arrays(hw, grid, window), device)
     return _layout_tensors(hw, grid, window, device)
+
+
+# What ``torch.compiler.assume_constant_result`` does (dynamo treats the result as a
+# constant), without importing torch._dynamo with this module: that import costs about a
+# second and installs warning filters process-wide. tests/test_deploy.py checks that the
+# operators still compile without a graph break.
+_layout._dynamo_marked_constant = True
 
 
 def adaptive_avg_pool(z: Tensor, hw: Tuple[int, int], layout: _Layout) -> Tensor:

@@ -37,6 +37,16 @@ def _baddbmm_flops(inputs: List[Any], outputs: List[Any]) -> int:
     return a[0] * a[1] * a[2] * b[2]
 
 
+def _matmul_flops(inputs: List[Any], outputs: List[Any]) -> int:
+    # aten::matmul(a (..., n, k), b (..., k, m)) with broadcast batch dimensions: one MAC
+    # per output element per k. (fvcore's own handle multiplies a's size by m, which
+    # misses the batch when a has fewer dimensions than b, e.g. a pooling matrix applied
+    # to a batch of token rows; for equal batch shapes the two agree.)
+    # (vectors too: the contracted size is a's last either way)
+    contracted, out = get_shape(inputs[0])[-1], get_shape(outputs[0])
+    return int(torch.tensor(out, dtype=torch.int64).prod()) * contracted
+
+
 def _scatter_add_flops(inputs: List[Any], outputs: List[Any]) -> int:
     # aten::scatter_add(self, dim, index, src): one addition per element of src (the
     # ToMe-style merge of tokens into their matches).
@@ -49,6 +59,7 @@ EXTRA_HANDLES = {
     "aten::_embedding_bag": _embedding_bag_flops,
     "aten::scaled_dot_product_attention": _sdpa_flops,
     "aten::baddbmm": _baddbmm_flops,
+    "aten::matmul": _matmul_flops,
 }
 
 

@@ -7,7 +7,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from expedite_mm.ops import TokenClustering, TokenReconstruction, resolve_grid, weighted_gather
-from expedite_mm.ops.cluster import smallest
+from expedite_mm.ops.cluster import _plan, smallest
 
 SHAPES = [((40, 40), (28, 28)), ((30, 40), (15, 20)), ((48, 48), (32, 32)), ((7, 9), (3, 4))]
 
@@ -24,6 +24,19 @@ def test_clustering_matches_naive(hw, grid, window):
     assert centers.shape == (2, grid[0] * grid[1], 16)
     for b in range(2):
         ref = naive.cluster(z[b], hw, grid, window, iters=5, temperature=50.0)
+        assert _rel_err(centers[b], ref, z.abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("hw,grid", [((24, 24), (17, 17)), ((20, 24), (14, 17)), ((7, 9), (3, 4))])
+def test_gram_form_matches_naive(hw, grid):
+    """Wide tokens take the EM's distances from the tiles' Gram matrices (docs/method.md
+    §3.1): the same centres as the naive EM."""
+    width = 256
+    assert _plan(hw, grid, 5, width, 5)[1] and not _plan(hw, grid, 5, 16, 5)[1]
+    z = torch.randn(2, hw[0] * hw[1], width) + 3 * torch.randn(1, 1, width)
+    centers, _ = TokenClustering(grid, window=5)(z, hw)
+    for b in range(2):
+        ref = naive.cluster(z[b], hw, grid, 5)
         assert _rel_err(centers[b], ref, z.abs().max()) <= 1e-5
 
 
@@ -138,17 +151,21 @@ def test_fp32_inside_autocast():
 
 
 class _LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any aten op returns."""
+    """Records the largest tensor any aten op returns, and the largest without a
+    dimension of size ``width`` (not tokens or centres)."""
 
-    def __init__(self):
+    def __init__(self, width=None):
         super().__init__()
-        self.largest = 0
+        self.largest = self.largest_other = 0
+        self.width = width
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, (tuple, list)) else [out]:
             if isinstance(t, torch.Tensor):
                 self.largest = max(self.largest, t.numel())
+                if self.width not in t.shape:
+                    self.largest_other = max(self.largest_other, t.numel())
         return out
 
 
@@ -164,6 +181,21 @@ def test_em_never_allocates_dense_distances():
     assert probe.largest < dense / 4, (probe.largest, dense)
     # the per-iteration work is O(N * lambda * C): bounded by a small multiple of it
     assert probe.largest <= 4 * N * 25 * C
+
+
+def test_gram_form_never_allocates_more_than_the_tiles():
+    B, (H, W), (h, w), C = 1, (64, 64), (45, 45), 512
+    N, M = H * W, h * w
+    assert _plan((H, W), (h, w), 5, C, 5)[1]
+    z = torch.randn(B, N, C)
+    clustering = TokenClustering((h, w), window=5)
+    clustering(z, (H, W))
+    with _LargestTensor(C) as probe:
+        clustering(z, (H, W))
+    assert probe.largest <= 25 * N * C        # the tiles: at most lambda copies of the tokens
+    # the Gram matrices (no larger than the tiles) and the assignments: no N x M matrix
+    assert probe.largest_other <= probe.largest
+    assert probe.largest_other < B * N * M / 3, (probe.largest_other, B * N * M)
 
 
 def test_operators_hold_no_weights():
@@ -183,6 +215,14 @@ def test_gradients_match_finite_differences():
 
     for neighbours in ("global", "local"):
         assert torch.autograd.gradcheck(lambda a, b: run(a, b, neighbours), (z, refined))
+
+
+def test_gram_form_gradients_match_finite_differences():
+    width = 20                                           # wide enough for the Gram form
+    assert _plan((4, 5), (2, 3), 3, width, 5)[1]
+    z = torch.randn(1, 4 * 5, width, dtype=torch.float64, requires_grad=True)
+    clustering = TokenClustering((2, 3), window=3, iters=5, temperature=20.0)
+    assert torch.autograd.gradcheck(lambda a: clustering(a, (4, 5))[0], (z,))
 
 
 @pytest.mark.parametrize("neighbours", ["global", "local"])

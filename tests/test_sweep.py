@@ -123,9 +123,10 @@ def test_sweep_rows_plot_and_resume(tiny_config, tmp_path, monkeypatch):
         assert r["latency_ms"] == "" and r["metric"] == ""
         used = {"iters", "temperature", "k"} if key[0] == "Cluster" else set()
         assert {c for c in ("iters", "temperature", "k") if r[c] != ""} == used
-    # more clusters cost more; a larger window costs more (the EM's lambda candidates)
+    # more clusters cost more; a larger window never costs less (it can only widen the
+    # EM's tiles of tokens; on this 12 x 12 grid one tile holds every token either way)
     assert float(by[("Cluster", "6x6", "5")]["gflops"]) > float(by[("Cluster", "4x4", "5")]["gflops"])
-    assert float(by[("Cluster", "6x6", "5")]["gflops"]) > float(by[("Cluster", "6x6", "3")]["gflops"])
+    assert float(by[("Cluster", "6x6", "5")]["gflops"]) >= float(by[("Cluster", "6x6", "3")]["gflops"])
     small = by[("Downsample", "", "")]
     assert small["input"] == "64" and small["tokens"] == "64"
     assert float(small["gflops"]) < float(stock["gflops"])

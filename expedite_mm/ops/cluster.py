@@ -11,11 +11,14 @@ The whole method lives in this file:
   distances *before* the transformer layers refined the centres.
 
 Cost. The EM never forms the dense ``N x M`` token/centre distance matrix: centres are
-kept in tiles of t x t cells, each tile is compared with the tokens that have a candidate
-in it (gathered once), and both EM steps are one batched matmul over the tiles; every
-iteration costs O(N * lambda * C) (``t`` is chosen per shape, see ``_tile_size``). The
-index tables are pure functions of the shapes, so the whole layer is static: it exports
-to ONNX and compiles with ``torch.compile(fullgraph=True)``.
+kept in tiles of t x t cells, and each tile only meets the tokens that have a candidate in
+it (gathered once). Every centre is a weighted mean of its tile's tokens, so the EM runs
+on those weights. For wide tokens (ViT-B/L: C >= 768) an iteration takes its distances
+from the Gram matrix of each tile's tokens (computed once), a (T x S) @ (S x S) product
+per tile whatever C, and the centres are formed once, at the end; narrow tokens form the
+centres and their distances in every iteration (``_plan`` picks the form and the tile
+size ``t`` per shape). The index tables are pure functions of the shapes, so the whole
+layer is static: it exports to ONNX and compiles with ``torch.compile(fullgraph=True)``.
 
 Numerics. Both layers compute in fp32 (autocast is switched off inside), and every
 exponent is shifted by its maximum before ``exp`` so that far-apart features never
@@ -151,45 +154,50 @@ def can_cluster(grid: GridSpec, hw: Tuple[int, int]) -> bool:
 
 
 # --------------------------------------------------------------------------- layout
-# The EM works on *tiles* of t x t cells (``T = t*t`` centres, kept tile by tile for the
-# whole EM). Tile j is compared with the tokens that have a candidate in it: those whose
-# home cell lies in the tile grown by window // 2 on each side (``S`` slots: a rectangle
-# of tokens, padded to the largest tile), gathered once. Each iteration is then two
-# batched matmuls over the tiles, (S x C) @ (C x T) for the distances and
-# (T x S) @ (S x C) for the new centres, with a fixed candidate mask; a token's softmax
-# spans the few tiles its window overlaps (combined by a log-sum-exp over them). The
+# The EM works on *tiles* of t x t cells (``T = t*t`` centres). Tile j meets the tokens
+# that have a candidate in it -- those whose home cell lies in the tile grown by
+# window // 2 cells on each side (at least one: the initial pooling regions reach one cell
+# further than the home cells) -- in ``S`` slots: a rectangle of tokens, padded to the
+# largest tile, gathered once. Each centre is a weighted mean of its tile's slots
+# (``weights @ slots``), starting from the adaptive-average-pooling weights; the
+# distances an iteration needs follow from the weights and the slots' Gram matrix. A
+# token's softmax spans the candidates it has in the few tiles its window overlaps. The
 # tables depend on the shapes only: they are built with numpy (so no tracer --
 # torch.compile, torch.export, ONNX -- sees how, only the constants) and cached per device.
 class _Layout(NamedTuple):
     """Index tables relating an ``H x W`` token grid to an ``h x w`` cell grid."""
 
     slot_token: Tensor    # (nt * S,) the token in each slot of each tile (padding: a real one)
-    tile_cell: Tensor     # (nt * T,) the cell at each position of each tile (padding: 0)
     cell_position: Tensor  # (M,) where each cell sits in the flat (nt * T) tiles
-    candidate: Tensor     # (nt, T, S) bool: cell t is a candidate of the (real) token in slot s
-    excluded: Tensor      # (nt, T, S) bool: not a candidate, in a real slot (padding: False)
+    outside: Tensor       # (nt, T, S) bool: slot s is not a candidate token of cell t
     cell_valid: Tensor    # (nt, T) bool: the position holds a cell (not padding)
-    token_slots: Tensor   # (N, E) the slots (flat nt * S) holding each token (pad: nt * S)
     token_pair: Tensor    # (N, lam) each token's candidates in the flat (nt * T * S) tiles
     token_cell: Tensor    # (N, lam) ... and which cells they are (pad: pair nt*T*S, cell 0)
-    pool_rows: Tensor     # (h, H) float64 adaptive-average-pooling weights of the rows ...
-    pool_cols: Tensor     # (w, W) ... and of the columns (the EM's initial centres)
+    pool_weight: Tensor   # (nt, T, S) float64 adaptive-average-pooling weights (initial centres)
+    tile_cell: Tensor     # (nt * T,) the cell at each position of each tile (padding: 0)
 
 
 def _axis_tiles(n_tokens: int, n_cells: int, t: int, r: int):
-    """One axis: every tile's cells (tiles, t) and the tokens within r cells of them."""
+    """One axis: every tile's cells (tiles, t), its slots (tiles, L) -- the tokens within
+    ``max(r, 1)`` cells of it -- whether a slot is real, which slots are within r cells
+    of each cell (tiles, L, t), and the pooling weight of each slot for each cell."""
     home = np.arange(n_tokens) * n_cells // n_tokens                  # nearest-resize label
+    reach = max(r, 1)
     n_tiles = -(-n_cells // t)
     cells = np.arange(n_tiles)[:, None] * t + np.arange(t)              # (tiles, t)
-    first_cell = np.maximum(cells[:, 0] - r, 0)
-    last_cell = np.minimum(cells[:, 0] + t - 1 + r, n_cells - 1)
+    first_cell = np.maximum(cells[:, 0] - reach, 0)
+    last_cell = np.minimum(cells[:, 0] + t - 1 + reach, n_cells - 1)
     first = np.searchsorted(home, first_cell, side="left")
     counts = np.searchsorted(home, last_cell, side="right") - first
     offsets = np.arange(counts.max())
     slot_valid = offsets[None, :] < counts[:, None]                     # (tiles, L)
     slots = first[:, None] + np.where(slot_valid, offsets[None, :], 0)
     near = (np.abs(home[slots][:, :, None] - cells[:, None, :]) <= r) & slot_valid[:, :, None]
-    return slots, slot_valid, cells, near
+    pool = np.vstack([_pool_matrix(n_tokens, n_cells), np.zeros((t, n_tokens))])
+    pool = np.take_along_axis(pool[cells], slots[:, None, :], 2) * slot_valid[:, None, :]
+    # every pooling region lies within one cell of its cell's home tokens
+    assert np.allclose(pool.sum(2)[cells < n_cells], 1.0)
+    return slots, slot_valid, cells, near, pool.transpose(0, 2, 1)     # pool: (tiles, L, t)
 
 
 def _pool_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -200,62 +208,82 @@ def _pool_matrix(n_in: int, n_out: int) -> np.ndarray:
     return inside / (end - start)[:, None]
 
 
-def _tile_size(hw: Tuple[int, int], grid: Tuple[int, int], window: int) -> int:
-    """The tile side with the least estimated work per channel: two ``S x T`` matmuls
-    per tile, plus reading its ``S`` tokens (memory-bound when ``T`` is small)."""
-    r = window // 2
-
-    def slots(n_tokens: int, n_cells: int, t: int) -> Tuple[int, int]:
-        home = np.arange(n_tokens) * n_cells // n_tokens
-        starts = np.arange(0, n_cells, t)
-        lo = np.searchsorted(home, np.maximum(starts - r, 0))
-        hi = np.searchsorted(home, np.minimum(starts + t - 1 + r, n_cells - 1), side="right")
-        return len(starts), int((hi - lo).max())
-
-    def cost(t: int) -> int:
-        (tr, sr), (tc, sc) = slots(hw[0], grid[0], t), slots(hw[1], grid[1], t)
-        return tr * tc * sr * sc * (2 * t * t + _READ_COST)
-
-    return min(range(1, max(grid) + 1), key=cost)
+def _tile_slots(n_tokens: int, n_cells: int, t: int, window: int) -> Tuple[int, int]:
+    """One axis: the number of tiles of side ``t`` and the most slots any of them has."""
+    reach = max(window // 2, 1)
+    home = np.arange(n_tokens) * n_cells // n_tokens
+    starts = np.arange(0, n_cells, t)
+    lo = np.searchsorted(home, np.maximum(starts - reach, 0))
+    hi = np.searchsorted(home, np.minimum(starts + t - 1 + reach, n_cells - 1), side="right")
+    return len(starts), int((hi - lo).max())
 
 
-# Cost of streaming one token (per channel) through a matmul, relative to a multiply-add.
+def _plan(hw: Tuple[int, int], grid: Tuple[int, int], window: int, width: int,
+          iters: int) -> Tuple[int, bool]:
+    """The EM's tile side and form for one shape (see ``_plan_arrays``)."""
+    return _plan_arrays(hw, grid, window, int(width), iters)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_arrays(hw: Tuple[int, int], grid: Tuple[int, int], window: int, width: int,
+                 iters: int) -> Tuple[int, bool]:
+    """The tile side and whether the EM goes through the tiles' Gram matrices, whichever
+    has the least estimated work (multiply-adds, plus ``_READ_COST`` for every token and
+    channel a pass over the tiles reads):
+
+    * centres formed every iteration: two (T x S) x (S x C)-sized products per iteration
+      in one pass;
+    * Gram form: the (S x C) x (C x S) Gram product and the final (T x S) x (S x C)
+      weighted sum once, plus one (T x S) x (S x S) product per iteration; only where
+      ``S <= C``, so that it never needs more memory than the tiles themselves.
+    """
+    best = None
+    for t in range(1, max(grid) + 1):
+        (tr, sr), (tc, sc) = _tile_slots(hw[0], grid[0], t, window), _tile_slots(hw[1], grid[1], t, window)
+        tiles, T, S = tr * tc, t * t, sr * sc
+        explicit = tiles * iters * S * width * (2 * T + _READ_COST)
+        gram = tiles * (S * width * (S + T + 2 * _READ_COST) + iters * T * S * S)
+        # the Gram form only where its (S x S) matrices are no larger than the tiles' tokens
+        forms = ((explicit, False), (gram, True)) if S <= width else ((explicit, False),)
+        for cost, form in forms:
+            if best is None or cost < best[0]:
+                best = (cost, t, form)
+    return best[1], best[2]
+
+
+# Cost of streaming one token (per channel) through a matmul, relative to a multiply-add:
+# the iterations' T x S products are thin and bound by reading the tiles' tokens.
 _READ_COST = 32
 
 
 @functools.lru_cache(maxsize=64)
-def _layout_arrays(hw: Tuple[int, int], grid: Tuple[int, int],
-                   window: int) -> Tuple[np.ndarray, ...]:
+def _layout_arrays(hw: Tuple[int, int], grid: Tuple[int, int], window: int,
+                   t: int) -> Tuple[np.ndarray, ...]:
     (H, W), (h, w), r = hw, grid, window // 2
-    t = _tile_size(hw, grid, window)
-    slots_r, valid_r, cells_r, near_r = _axis_tiles(H, h, t, r)
-    slots_c, valid_c, cells_c, near_c = _axis_tiles(W, w, t, r)
+    slots_r, valid_r, cells_r, near_r, pool_r = _axis_tiles(H, h, t, r)
+    slots_c, valid_c, cells_c, near_c, pool_c = _axis_tiles(W, w, t, r)
     nt = len(slots_r) * len(slots_c)
     # (a, b, ...): tile row a, tile column b
     slot_token = (slots_r[:, None, :, None] * W + slots_c[None, :, None, :]).reshape(nt, -1)
-    slot_valid = (valid_r[:, None, :, None] & valid_c[None, :, None, :]).reshape(nt, -1)
     cell_valid = ((cells_r < h)[:, None, :, None] & (cells_c < w)[None, :, None, :]).reshape(nt, -1)
-    tile_cell = np.where(cell_valid, (cells_r[:, None, :, None] * w
-                                      + cells_c[None, :, None, :]).reshape(nt, -1), 0)
+    tile_cell = np.where(cell_valid, (cells_r[:, None, :, None]
+                                      * w + cells_c[None, :, None, :]).reshape(nt, -1), 0)
     candidate = (near_r[:, None, :, None, :, None] & near_c[None, :, None, :, None, :]).reshape(
         nt, slot_token.shape[1], -1) & cell_valid[:, None, :]
     candidate = np.ascontiguousarray(candidate.transpose(0, 2, 1))             # (nt, T, S)
+    pool = (pool_r[:, None, :, None, :, None] * pool_c[None, :, None, :, None, :]).reshape(
+        nt, slot_token.shape[1], -1).transpose(0, 2, 1)                        # (nt, T, S)
     T, S = candidate.shape[1:]
     cell_position = np.empty(h * w, dtype=np.int64)
     cell_position[tile_cell[cell_valid]] = np.nonzero(cell_valid.reshape(-1))[0]
-    # every token's slots (the tiles its window overlaps), padded with nt * S
-    real = np.nonzero(slot_valid.reshape(-1))[0]
-    token_slots = _rows(slot_token.reshape(-1)[real], real, H * W, nt * S)
     # every token's candidates: (position, slot) pairs in the flat (nt * T * S) tiles
     pairs = np.nonzero(candidate.reshape(-1))[0]
     pair_token = slot_token.reshape(-1)[pairs // (T * S) * S + pairs % S]
     token_pair = _rows(pair_token, pairs, H * W, nt * T * S)
     pair = np.minimum(token_pair, nt * T * S - 1)
     token_cell = np.where(token_pair < nt * T * S, tile_cell.reshape(-1)[pair // S], 0)
-    excluded = ~candidate & slot_valid[:, None, :]
-    return (slot_token.reshape(-1), tile_cell.reshape(-1), cell_position, candidate, excluded,
-            cell_valid, token_slots, token_pair, token_cell,
-            _pool_matrix(H, h), _pool_matrix(W, w))
+    return (slot_token.reshape(-1), cell_position, ~candidate, cell_valid, token_pair,
+            token_cell, pool, tile_cell.reshape(-1))
 
 
 def _rows(keys: np.ndarray, values: np.ndarray, n_keys: int, pad: int) -> np.ndarray:
@@ -274,37 +302,29 @@ def _to_tensors(arrays: Sequence[np.ndarray], device: str) -> _Layout:
 
 
 @functools.lru_cache(maxsize=64)
-def _layout_tensors(hw: Tuple[int, int], grid: Tuple[int, int], window: int,
+def _layout_tensors(hw: Tuple[int, int], grid: Tuple[int, int], window: int, tile: int,
                     device: str) -> _Layout:
     # Plain tensors whatever the caller's mode: built under inference_mode they would be
     # inference tensors, which autograd refuses to save for a later backward pass.
     with torch.inference_mode(False), torch.no_grad():
-        return _to_tensors(_layout_arrays(hw, grid, window), device)
+        return _to_tensors(_layout_arrays(hw, grid, window, tile), device)
 
 
-def _layout(hw: Tuple[int, int], grid: Tuple[int, int], window: int, device: str) -> _Layout:
-    """The index tables for one shape, on ``device``: constants of the graph when traced."""
+def _layout(hw: Tuple[int, int], grid: Tuple[int, int], window: int, tile: int,
+            device: str) -> _Layout:
+    """The index tables for one shape and tile side, on ``device``: constants of the graph
+    when traced."""
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        return _to_tensors(_layout_arrays(hw, grid, window), device)
-    return _layout_tensors(hw, grid, window, device)
+        return _to_tensors(_layout_arrays(hw, grid, window, tile), device)
+    return _layout_tensors(hw, grid, window, tile, device)
 
 
-# What ``torch.compiler.assume_constant_result`` does (dynamo treats the result as a
-# constant), without importing torch._dynamo with this module: that import costs about a
+# What ``torch.compiler.assume_constant_result`` does (dynamo treats the results as
+# constants), without importing torch._dynamo with this module: that import costs about a
 # second and installs warning filters process-wide. tests/test_deploy.py checks that the
 # operators still compile without a graph break.
 _layout._dynamo_marked_constant = True
-
-
-def adaptive_avg_pool(z: Tensor, hw: Tuple[int, int], layout: _Layout) -> Tensor:
-    """``F.adaptive_avg_pool2d`` of the (B, H*W, C) token grid to (B, h*w, C), as two
-    small matmuls (rows, then columns): several times faster than the pooling kernel on
-    token-major data."""
-    B, N, C = z.shape
-    (H, W), h, w = hw, layout.pool_rows.shape[0], layout.pool_cols.shape[0]
-    cols = torch.matmul(layout.pool_cols.to(z.dtype), z.reshape(B * H, W, C))  # (B*H, w, C)
-    out = torch.matmul(layout.pool_rows.to(z.dtype), cols.view(B, H, w * C))  # (B, h, w*C)
-    return out.view(B, h * w, C)
+_plan._dynamo_marked_constant = True
 
 
 def _by_tile(values: Tensor, index: Tensor, nt: int) -> Tensor:
@@ -330,10 +350,40 @@ def _tile_logits(slots: Tensor, centers: Tensor, temperature: float) -> Tensor:
     return logits.view(B, nt, T, S)
 
 
-def _token_logsumexp(partial: Tensor, layout: _Layout) -> Tensor:
-    """Per-slot log-sum-exps (B, nt, S) -> per-token ones over all their slots (B, N)."""
-    flat = F.pad(partial.flatten(1), (0, 1), value=-math.inf)
-    return torch.logsumexp(flat[:, layout.token_slots], -1)
+def _gram_logits(weight: Tensor, gram: Tensor, temperature: float) -> Tensor:
+    """:func:`_tile_logits` for the centres ``weight @ slots``, from the slots' Gram matrix.
+
+    weight: (B, nt, T, S); gram: (B, nt, S, S) = slots @ slots^T. Returns (B, nt, T, S):
+    ``(2 s_i.z_p - ||s_i||^2) / tau`` with ``s_i.z_p = (weight @ gram)[i, p]``.
+    """
+    projection = torch.matmul(weight, gram)
+    squares = (projection * weight).sum(-1, keepdim=True)
+    return (projection - 0.5 * squares) * (2.0 / temperature)
+
+
+def _assignment(logits: Tensor, layout: _Layout) -> Tensor:
+    """The M step's weights: Q[p, i] normalised over each centre's tokens.
+
+    ``Q[p, i] = softmax_i`` of the logits over token p's candidate cells (which may lie in
+    several tiles), then each centre's weights are divided by their sum (the affinity
+    mass), so ``weights @ slots`` are the new centres. logits: (B, nt, T, S) -> (B, nt, T, S),
+    zero outside the candidates and on padding.
+    """
+    B, nt = logits.shape[:2]
+    per_token = F.pad(logits.flatten(1), (0, 1), value=-math.inf)[:, layout.token_pair]
+    log_q = logits - _by_tile(torch.logsumexp(per_token, -1), layout.slot_token, nt).unsqueeze(2)
+    # Each centre's weights are shifted by their maximum (the ratio does not depend on the
+    # shift, hence no_grad), so that no centre's mass underflows when features are far
+    # apart. Exponents are clamped at fp32's smallest normal: what lies below is below
+    # fp32's resolution next to the maximum's exp(0) = 1 anyway, and subnormal (or -inf)
+    # arguments make exp several times slower on x86.
+    with torch.no_grad():
+        peak = log_q.masked_fill(layout.outside, -math.inf).amax(3, keepdim=True)
+        peak = peak.masked_fill(~layout.cell_valid[..., None], 0)
+    lowest = math.log(torch.finfo(logits.dtype).tiny)
+    weight = torch.exp((log_q - peak).clamp(min=lowest)).masked_fill(layout.outside, 0)
+    mass = weight.sum(3, keepdim=True).masked_fill(~layout.cell_valid[..., None], 1)
+    return weight / mass
 
 
 # --------------------------------------------------------------------------- clustering
@@ -355,7 +405,9 @@ class ClusterState:
 
     @property
     def layout(self) -> _Layout:
-        return _layout(self.hw, self.grid, self.window, str(self.tokens.device))
+        """Tiles for one pass of distances (what local reconstruction needs)."""
+        tile, _ = _plan(self.hw, self.grid, self.window, self.tokens.shape[-1], 1)
+        return _layout(self.hw, self.grid, self.window, tile, str(self.tokens.device))
 
 
 class TokenClustering(nn.Module):
@@ -406,37 +458,30 @@ class TokenClustering(nn.Module):
             raise ValueError(f"cluster grid {grid} is larger than the token grid {hw}")
         with torch.autocast(device_type=tokens.device.type, enabled=False):
             z = tokens.to(compute_dtype(tokens.dtype))
-            layout = _layout(hw, grid, self.window, str(z.device))
-            centers = self._em(z, hw, layout)
+            tile, use_gram = _plan(hw, grid, self.window, C, self.iters)
+            layout = _layout(hw, grid, self.window, tile, str(z.device))
+            centers = self._em(z, layout, use_gram)
         state = ClusterState(z, centers, hw, grid, self.window)
         return centers.to(tokens.dtype), state
 
-    def _em(self, z: Tensor, hw: Tuple[int, int], layout: _Layout) -> Tensor:
-        nt = layout.candidate.shape[0]
+    def _em(self, z: Tensor, layout: _Layout, use_gram: bool) -> Tensor:
+        B, N, C = z.shape
+        nt, T, S = layout.outside.shape
         # Distances do not change when all tokens move by the same vector and the centres
         # are weighted means, so the EM runs on tokens centred on their mean: the dot
         # products no longer carry a large common component, which fp32 would cancel.
         offset = z.mean(1, keepdim=True)
-        z = z - offset
-        centers = _by_tile(adaptive_avg_pool(z, hw, layout), layout.tile_cell, nt)  # (B,nt,T,C)
-        slots = _by_tile(z, layout.slot_token, nt)                                   # (B,nt,S,C)
+        slots = _by_tile(z - offset, layout.slot_token, nt)                    # (B,nt,S,C)
+        if use_gram:
+            gram = torch.matmul(slots, slots.transpose(2, 3))                   # (B,nt,S,S)
+        weight = layout.pool_weight.to(z.dtype).expand(B, nt, T, S)  # the initial centres
         for _ in range(self.iters):
-            logits = _tile_logits(slots, centers, self.temperature)             # (B,nt,T,S)
-            # log Q[p, i]: softmax over the candidates of each token, which may lie in
-            # several tiles (padding slots keep finite logits: no all -inf columns).
-            logits = logits.masked_fill(layout.excluded, -math.inf)
-            lse = _token_logsumexp(torch.logsumexp(logits, 2), layout)         # (B, N)
-            log_q = logits - _by_tile(lse, layout.slot_token, nt).unsqueeze(2)
-            log_q = log_q.masked_fill(~layout.candidate, -math.inf)
-            # S_i = sum_p Q[p,i] Z_p / sum_p Q[p,i]: the weights of each centre are
-            # shifted by their maximum first (the ratio does not depend on the shift,
-            # hence no_grad), so that no centre's mass underflows to zero when features
-            # are far apart. Padding positions get no weight and a zero centre.
-            with torch.no_grad():
-                peak = log_q.amax(3, keepdim=True).masked_fill(~layout.cell_valid[..., None], 0)
-            weight = torch.exp(log_q - peak)                                     # (B,nt,T,S)
-            mass = weight.sum(3, keepdim=True).masked_fill(~layout.cell_valid[..., None], 1)
-            centers = torch.matmul(weight / mass, slots)                         # (B,nt,T,C)
+            if use_gram:
+                logits = _gram_logits(weight, gram, self.temperature)
+            else:
+                logits = _tile_logits(slots, torch.matmul(weight, slots), self.temperature)
+            weight = _assignment(logits, layout)                                 # (B,nt,T,S)
+        centers = torch.matmul(weight, slots)                                   # (B,nt,T,C)
         return centers.flatten(1, 2).index_select(1, layout.cell_position) + offset
 
 
@@ -517,7 +562,7 @@ class TokenReconstruction(nn.Module):
                     dist = dist.masked_fill(dist > kth, math.inf)
         else:
             layout = state.layout
-            nt = layout.candidate.shape[0]
+            nt = layout.outside.shape[0]
             logits = _tile_logits(_by_tile(z, layout.slot_token, nt),
                                   _by_tile(s, layout.tile_cell, nt), 1.0)        # (B,nt,T,S)
             # padding entries (tokens with fewer than lambda candidates): weight exp(-inf)

@@ -25,13 +25,13 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 @pytest.mark.parametrize("config,shape,scale,published,ours", [
     # ADE20K panoptic a14: 937 -> 769 at 1152x1152 = 9 x 384x384
     ("mask2former/mask2former_swin-l_expedite-a14-w8_ade20k-panoptic.py", (384, 384), 9,
-     (937, 769), 0.8212),
+     (937, 769), 0.8195),
     # YouTube-VIS 2019 a14: 8957 -> 7631 for 28 frames at 480x832
     ("mask2former_vis/mask2former_swin-l_expedite-a14-w8_youtubevis2019.py", (480, 832), 28,
-     (8957, 7631), 0.8528),
+     (8957, 7631), 0.8507),
     # YouTube-VIS 2021 a14: 7159 -> 6253 for 32 frames at 400x640
     ("mask2former_vis/mask2former_swin-l_expedite-a14-w8_youtubevis2021.py", (400, 640), 32,
-     (7159, 6253), 0.8746),
+     (7159, 6253), 0.8712),
 ])
 def test_backbone_gflops_match_published(config, shape, scale, published, ours):
     result = config_flops(osp.join(ROOT, "configs", config), shape, backbone_only=True)

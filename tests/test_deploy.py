@@ -337,3 +337,6 @@ def test_ops_benchmark_times_ours_against_the_dense_formulation(tmp_path):
     # the share column times the expedited backbone of a config at 16 * side pixels
     config = write_tiny_segmenter(tmp_path)
     assert tool.backbone_time(config, 10, 0.7, torch.device("cpu"), repeat=1) > 0
+    from expedite_mm.utils.config import load_config
+    for width, path in tool.BACKBONES.items():            # the share column's own configs
+        assert load_config(path).model.backbone.embed_dims == width

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BACKBONES = {
     1024: osp.join(ROOT, "configs/segmenter/segmenter_vit-l_expedite-a10-28x28_ade20k-640x640.py"),
-    768: osp.join(ROOT, "configs/segmenter/segmenter_vit-b_expedite-a6-20x20_ade20k-512x512.py"),
+    768: osp.join(ROOT, "configs/segmenter/segmenter_vit-b_expedite-a6-24x24_ade20k-512x512.py"),
 }
 WINDOW, ITERS, TEMPERATURE, K = 5, 5, 50.0, 20
 

@@ -306,6 +306,25 @@ def test_benchmark_compiled_models(tmp_path):
     assert summary["latency_ratio"] > 0
 
 
+@pytest.mark.slow
+def test_compile_model_compiles_the_path_the_segmentor_runs(tmp_path):
+    """The logits placement calls backbone.forward_with_state, mmseg calls
+    decode_head.forward: both are compiled."""
+    from expedite_mm.utils.config import build_model, load_config
+    model = build_model(load_config(write_tiny_segmenter(tmp_path))).eval()
+    x = torch.rand(1, 3, 160, 144)
+    with torch.no_grad():
+        eager = model(x, mode="tensor")
+        torch._dynamo.reset()
+        load_tool("tools/analysis/benchmark.py").compile_model(model)
+        compiled = model(x, mode="tensor")
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert hasattr(model.backbone.forward_with_state, "_torchdynamo_orig_callable")
+    assert graphs >= 2       # the backbone's and the head's (mmseg calls head.forward)
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+    assert set(model.state_dict()) == set(build_model(load_config(write_tiny_segmenter(tmp_path))).state_dict())
+
+
 def test_benchmark_size_sweep_writes_csv_and_plot(tmp_path):
     config = write_tiny_segmenter(tmp_path)
     out_csv, out_png = tmp_path / "sweep.csv", tmp_path / "sweep.png"

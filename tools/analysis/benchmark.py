@@ -22,8 +22,9 @@ Backends:
   (``tools/deployment/pytorch2onnx.py``: mmseg segmentors with a ViT backbone) and run
   with ONNX Runtime on the CPU (``--threads`` intra-op threads); the exported graph is the
   network (``--mode tensor``). The export is checked against PyTorch first.
-* ``--compile``: both models' backbone and heads go through ``torch.compile`` (in place,
-  ``nn.Module.compile``); the warm-up calls include the compilation.
+* ``--compile``: both models' backbone and heads go through ``torch.compile`` (their
+  forward methods, in place; see ``compile_model``); the warm-up calls include the
+  compilation.
 
 ``--sizes`` sweeps square inputs (times ``--batch-sizes``) instead of one shape: one row
 per (size, batch) in ``--csv``, and ``--png`` plots the latency ratio against the input
@@ -151,13 +152,20 @@ def main(argv=None) -> dict:
 
 
 def compile_model(model, mode=None) -> None:
-    """``torch.compile`` the model's backbone, neck and heads in place (same state dict)."""
+    """``torch.compile`` the model's backbone, neck and heads in place (same state dict).
+
+    The methods are compiled, not ``__call__`` (``nn.Module.compile``): mmseg's segmentors
+    call ``decode_head.forward`` directly, and a backbone with the logits placement runs
+    through ``forward_with_state`` (what ``ExpeditedEncoderDecoder`` calls).
+    """
     import torch
     for name in ("backbone", "neck", "decode_head", "auxiliary_head", "rpn_head", "roi_head",
                  "bbox_head", "panoptic_head"):
         module = getattr(model, name, None)
         if isinstance(module, torch.nn.Module):
-            module.compile(mode=mode)
+            for method in ("forward", "forward_with_state"):
+                if hasattr(module, method):
+                    setattr(module, method, torch.compile(getattr(module, method), mode=mode))
 
 
 def measure(args, models: dict, shape, batch_size: int, onnx_dir=None) -> dict:

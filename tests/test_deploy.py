@@ -122,6 +122,21 @@ def test_expedited_vit_forward_compiles_into_one_graph(kwargs):
         assert_outputs_equal(compiled(x), model(x), atol=1e-5)
 
 
+def test_logits_placement_backbone_compiles_into_one_graph():
+    """What ExpeditedEncoderDecoder calls: the centre maps and the clustering state."""
+    torch._dynamo.reset()
+    model = tiny_vit(cluster_after=2, cluster_grid=(5, 6), reconstruct_placement="logits",
+                     reconstruct_normalize="l2", reconstruct_ties="keep")
+    x = torch.randn(2, 3, 80, 96)
+    with torch.no_grad():
+        assert _graph_breaks(model.forward_with_state, x) == (0, [])
+        compiled = torch.compile(model.forward_with_state, fullgraph=True, backend="eager")
+        (maps, state), (reference, reference_state) = compiled(x), model.forward_with_state(x)
+        assert_outputs_equal(maps, reference, atol=1e-5)
+        assert_outputs_equal(model.reconstruct_map(maps[-1], state),
+                             model.reconstruct_map(reference[-1], reference_state), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_inductor_compiles_the_operators_to_the_same_numbers():
     """The real compiler (fused C++ kernels on the CPU, Triton on a GPU): same results."""
@@ -311,7 +326,9 @@ def test_compile_model_compiles_the_path_the_segmentor_runs(tmp_path):
     """The logits placement calls backbone.forward_with_state, mmseg calls
     decode_head.forward: both are compiled."""
     from expedite_mm.utils.config import build_model, load_config
-    model = build_model(load_config(write_tiny_segmenter(tmp_path))).eval()
+    config = load_config(write_tiny_segmenter(tmp_path))
+    model = build_model(config).eval()
+    keys = set(model.state_dict())
     x = torch.rand(1, 3, 160, 144)
     with torch.no_grad():
         eager = model(x, mode="tensor")
@@ -322,7 +339,7 @@ def test_compile_model_compiles_the_path_the_segmentor_runs(tmp_path):
     assert hasattr(model.backbone.forward_with_state, "_torchdynamo_orig_callable")
     assert graphs >= 2       # the backbone's and the head's (mmseg calls head.forward)
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
-    assert set(model.state_dict()) == set(build_model(load_config(write_tiny_segmenter(tmp_path))).state_dict())
+    assert set(model.state_dict()) == keys
 
 
 def test_benchmark_size_sweep_writes_csv_and_plot(tmp_path):

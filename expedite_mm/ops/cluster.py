@@ -13,10 +13,11 @@ The whole method lives in this file:
 Cost. The EM never forms the dense ``N x M`` token/centre distance matrix: centres are
 kept in tiles of t x t cells, and each tile only meets the tokens that have a candidate in
 it (gathered once). Every centre is a weighted mean of its tile's tokens, so the EM runs
-on those weights. For wide tokens (ViT-B/L: C >= 768) an iteration takes its distances
-from the Gram matrix of each tile's tokens (computed once), a (T x S) @ (S x S) product
-per tile whatever C, and the centres are formed once, at the end; narrow tokens form the
-centres and their distances in every iteration (``_plan`` picks the form and the tile
+on those weights. For wide tokens (C at least the S tokens of a tile: ViT-B/L, Swin's
+stage 3) an iteration takes its distances from the Gram matrix of each tile's tokens
+(computed once), a (T x S) @ (S x S) product per tile whatever C, and the centres are
+formed once, at the end; narrow tokens form the centres and their distances in every
+iteration (``_plan`` picks the form and the tile
 size ``t`` per shape). The index tables are pure functions of the shapes, so the whole
 layer is static: it exports to ONNX and compiles with ``torch.compile(fullgraph=True)``.
 
@@ -239,7 +240,8 @@ def _plan_arrays(hw: Tuple[int, int], grid: Tuple[int, int], window: int, width:
     """
     best = None
     for t in range(1, max(grid) + 1):
-        (tr, sr), (tc, sc) = _tile_slots(hw[0], grid[0], t, window), _tile_slots(hw[1], grid[1], t, window)
+        (tr, sr), (tc, sc) = (_tile_slots(hw[0], grid[0], t, window),
+                              _tile_slots(hw[1], grid[1], t, window))
         tiles, T, S = tr * tc, t * t, sr * sc
         explicit = tiles * iters * S * width * (2 * T + _READ_COST)
         gram = tiles * (S * width * (S + T + 2 * _READ_COST) + iters * T * S * S)
@@ -465,7 +467,7 @@ class TokenClustering(nn.Module):
         return centers.to(tokens.dtype), state
 
     def _em(self, z: Tensor, layout: _Layout, use_gram: bool) -> Tensor:
-        B, N, C = z.shape
+        B = z.shape[0]
         nt, T, S = layout.outside.shape
         # Distances do not change when all tokens move by the same vector and the centres
         # are weighted means, so the EM runs on tokens centred on their mean: the dot

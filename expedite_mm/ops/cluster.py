@@ -182,14 +182,8 @@ def _axis_tiles(n_tokens: int, n_cells: int, t: int, r: int):
     """One axis: every tile's cells (tiles, t), its slots (tiles, L) -- the tokens within
     ``max(r, 1)`` cells of it -- whether a slot is real, which slots are within r cells
     of each cell (tiles, L, t), and the pooling weight of each slot for each cell."""
-    home = np.arange(n_tokens) * n_cells // n_tokens                  # nearest-resize label
-    reach = max(r, 1)
-    n_tiles = -(-n_cells // t)
-    cells = np.arange(n_tiles)[:, None] * t + np.arange(t)              # (tiles, t)
-    first_cell = np.maximum(cells[:, 0] - reach, 0)
-    last_cell = np.minimum(cells[:, 0] + t - 1 + reach, n_cells - 1)
-    first = np.searchsorted(home, first_cell, side="left")
-    counts = np.searchsorted(home, last_cell, side="right") - first
+    home, first, counts = _slot_ranges(n_tokens, n_cells, t, r)
+    cells = np.arange(len(first))[:, None] * t + np.arange(t)           # (tiles, t)
     offsets = np.arange(counts.max())
     slot_valid = offsets[None, :] < counts[:, None]                     # (tiles, L)
     slots = first[:, None] + np.where(slot_valid, offsets[None, :], 0)
@@ -209,14 +203,16 @@ def _pool_matrix(n_in: int, n_out: int) -> np.ndarray:
     return inside / (end - start)[:, None]
 
 
-def _tile_slots(n_tokens: int, n_cells: int, t: int, window: int) -> Tuple[int, int]:
-    """One axis: the number of tiles of side ``t`` and the most slots any of them has."""
-    reach = max(window // 2, 1)
+def _slot_ranges(n_tokens: int, n_cells: int, t: int, r: int):
+    """One axis: every token's home cell (nearest-resize label), and for every tile of
+    ``t`` cells the first of its slots and their number: the tokens whose home cell lies
+    within ``max(r, 1)`` cells of the tile."""
     home = np.arange(n_tokens) * n_cells // n_tokens
+    reach = max(r, 1)
     starts = np.arange(0, n_cells, t)
-    lo = np.searchsorted(home, np.maximum(starts - reach, 0))
-    hi = np.searchsorted(home, np.minimum(starts + t - 1 + reach, n_cells - 1), side="right")
-    return len(starts), int((hi - lo).max())
+    first = np.searchsorted(home, np.maximum(starts - reach, 0), side="left")
+    last = np.searchsorted(home, np.minimum(starts + t - 1 + reach, n_cells - 1), side="right")
+    return home, first, last - first
 
 
 def _plan(hw: Tuple[int, int], grid: Tuple[int, int], window: int, width: int,
@@ -240,9 +236,9 @@ def _plan_arrays(hw: Tuple[int, int], grid: Tuple[int, int], window: int, width:
     """
     best = None
     for t in range(1, max(grid) + 1):
-        (tr, sr), (tc, sc) = (_tile_slots(hw[0], grid[0], t, window),
-                              _tile_slots(hw[1], grid[1], t, window))
-        tiles, T, S = tr * tc, t * t, sr * sc
+        _, _, rows = _slot_ranges(hw[0], grid[0], t, window // 2)
+        _, _, cols = _slot_ranges(hw[1], grid[1], t, window // 2)
+        tiles, T, S = len(rows) * len(cols), t * t, int(rows.max() * cols.max())
         explicit = tiles * iters * S * width * (2 * T + _READ_COST)
         gram = tiles * (S * width * (S + T + 2 * _READ_COST) + iters * T * S * S)
         # the Gram form only where its (S x S) matrices are no larger than the tiles' tokens

@@ -45,6 +45,7 @@ import sys
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from expedite_mm.utils.config import CfgOptionsAction
+from expedite_mm.utils.settings import grid_text, parse_grid, reducer_specs, set_reducer
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SETTINGS = ["reducer", "alpha", "grid", "window", "iters", "temperature", "k", "input"]
@@ -125,46 +126,6 @@ def parse_args(argv=None):
 
 
 # --------------------------------------------------------------------------- settings
-def parse_grid(text: str):
-    """'28' -> (28, 28), '20x28' -> (20, 28), '0.7' -> 0.7 (a ratio of the token grid)."""
-    text = str(text).strip().lower()
-    if re.fullmatch(r"\d+", text):
-        return int(text), int(text)
-    match = re.fullmatch(r"(\d+)x(\d+)", text)
-    if match:
-        return int(match.group(1)), int(match.group(2))
-    try:
-        ratio = float(text)
-    except ValueError:
-        raise ValueError(f"cannot read {text!r} as a grid (28, 20x28 or a ratio)") from None
-    if not 0 < ratio <= 1:
-        raise ValueError(f"a grid ratio must be in (0, 1], got {text!r}")
-    return ratio
-
-
-def grid_text(grid) -> str:
-    if isinstance(grid, float):
-        return f"{grid:g}"
-    return f"{grid[0]}x{grid[1]}"
-
-
-def reducer_specs(label: str) -> Tuple[Optional[dict], Optional[dict], str, str]:
-    """'AvgPool+Bilinear' -> (reducer dict, reconstructor dict, reducer, reconstructor)."""
-    from expedite_mm.ops.reducers import DEFAULT_RECONSTRUCTOR, RECONSTRUCTORS, REDUCERS
-    reducer, _, reconstructor = label.partition("+")
-    if reducer not in REDUCERS:
-        raise ValueError(f"reducer must be one of {tuple(REDUCERS)}, got {reducer!r}")
-    reconstructor = reconstructor or DEFAULT_RECONSTRUCTOR[reducer]
-    if reconstructor not in RECONSTRUCTORS:
-        raise ValueError(f"reconstructor must be one of {tuple(RECONSTRUCTORS)}, got "
-                         f"{reconstructor!r}")
-    if REDUCERS[reducer].state != RECONSTRUCTORS[reconstructor].state:
-        raise ValueError(f"{reconstructor} cannot undo {reducer}")
-    return ({"type": reducer} if reducer != "Cluster" else None,
-            {"type": reconstructor} if reconstructor != DEFAULT_RECONSTRUCTOR[reducer] else None,
-            reducer, reconstructor)
-
-
 def _fmt(value: Any) -> str:
     if value is None:
         return ""
@@ -231,7 +192,6 @@ def row_config(cfg, row: Dict[str, str]):
     """The config of one row (a copy)."""
     import copy
 
-    from expedite_mm.ops.reducers import GRID_REDUCERS
     from expedite_mm.utils.config import disable_expedite
     from expedite_mm.utils.downsample import uniform_downsample
     if row["reducer"] == STOCK:
@@ -240,16 +200,9 @@ def row_config(cfg, row: Dict[str, str]):
         return uniform_downsample(disable_expedite(cfg), int(row["input"]))[0]
     cfg = copy.deepcopy(cfg)
     backbone = cfg.model.backbone
-    reducer, reconstructor, _, _ = reducer_specs(row["reducer"])
     backbone["cluster_after"] = int(row["alpha"])
-    grid = parse_grid(row["grid"])
-    backbone["cluster_grid"] = grid
-    for key, spec in (("reducer", reducer), ("reconstructor", reconstructor)):
-        if spec is not None or key in backbone:      # backbones without the key keep working
-            backbone[key] = spec
-    if backbone.get("reconstruct_placement") == "logits" and reducer \
-            and reducer["type"] not in GRID_REDUCERS:
-        backbone["reconstruct_placement"] = "backbone"    # no h x w map for the head
+    backbone["cluster_grid"] = parse_grid(row["grid"])
+    set_reducer(backbone, row["reducer"])
     for name, key in BACKBONE_KEY.items():
         if row[name] != "":
             backbone[key] = float(row[name]) if name == "temperature" else int(row[name])

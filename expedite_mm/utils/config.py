@@ -44,6 +44,65 @@ def is_expedited(cfg: Config) -> bool:
     return any(backbone.get(key) is not None for key in ("cluster_after", "layerwise_reducer"))
 
 
+# A stock backbone type (the package whose class it names, its name) -> our expedited
+# type, and the packages whose registries hold that type (expedite_mm.models registers it).
+STOCK_TO_EXPEDITED: Dict[Tuple[str, str], Tuple[str, Tuple[str, ...]]] = {
+    ("mmseg", "VisionTransformer"): ("ExpeditedViT", ("mmseg",)),
+    ("mmseg", "HybridViT"): ("ExpeditedHybridViT", ("mmseg",)),
+    ("mmseg", "SwinTransformer"): ("ExpeditedSwin", ("mmseg",)),
+    ("mmdet", "SwinTransformer"): ("ExpeditedSwin", ("mmdet",)),
+    ("mmpretrain", "SwinTransformerV2"): ("ExpeditedSwinV2", ("mmdet", "mmseg")),
+    ("mmpretrain", "ViTSAM"): ("ExpeditedViTSAM", ("mmdet", "mmseg")),
+    ("mmpretrain", "VisionTransformer"): ("ExpeditedVisionTransformer", ("mmpretrain",)),
+}
+# classes that only mmpretrain defines (our registration adds them to mmdet's and mmseg's)
+_MMPRETRAIN_ONLY = ("SwinTransformerV2", "ViTSAM")
+
+
+def as_expedited(cfg: Config) -> Tuple[Config, Optional[str]]:
+    """A copy of ``cfg`` whose backbone is our expedited type, every stock key kept.
+
+    A stock backbone (mmseg's ``VisionTransformer``, mmseg's or mmdet's
+    ``SwinTransformer``, mmpretrain's ``SwinTransformerV2`` / ``ViTSAM`` in an mmseg or
+    mmdet config, mmpretrain's ``VisionTransformer`` in an mmpretrain config,
+    ``HybridViT``) gets the expedited type of the same package (expediting disabled until
+    ``cluster_after`` is set; the same state-dict keys) and ``expedite_mm`` in
+    ``custom_imports``; an already expedited backbone is kept as it is.
+
+    Returns:
+        ``(config, stock_type)``: ``stock_type`` is the type that was replaced, ``None``
+        if the backbone was expedited already.
+
+    Raises:
+        ValueError: one line naming the backbone type when it cannot be expedited.
+    """
+    cfg = copy.deepcopy(cfg)
+    backbone = (cfg.get("model") or {}).get("backbone")
+    if not isinstance(backbone, dict) or "type" not in backbone:
+        raise ValueError("the config's model has no backbone (model.backbone.type) to expedite")
+    scope = cfg.get("default_scope", "mmseg")
+    given = str(backbone["type"])
+    package, _, name = given.rpartition(".")
+    package = package or scope
+    expedited = {target for target, _ in STOCK_TO_EXPEDITED.values()}
+    if name in expedited:
+        return cfg, None
+    if name in _MMPRETRAIN_ONLY:
+        package = "mmpretrain"
+    target = STOCK_TO_EXPEDITED.get((package, name))
+    if target is None or scope not in target[1]:
+        stock = sorted({f"{p}'s {n}" for (p, n), (_, scopes) in STOCK_TO_EXPEDITED.items()})
+        raise ValueError(f"backbone type {given!r} ({package}) in a {scope} config cannot be "
+                         f"expedited; expedite-mm expedites " + ", ".join(stock))
+    backbone["type"] = target[0]
+    imports = cfg.get("custom_imports") or {}
+    names = list(imports.get("imports", []))
+    if "expedite_mm" not in names:
+        cfg.custom_imports = dict(imports, imports=names + ["expedite_mm"],
+                                  allow_failed_imports=imports.get("allow_failed_imports", False))
+    return cfg, given
+
+
 def disable_expedite(cfg: Config) -> Config:
     """A copy of ``cfg`` whose backbone runs the stock forward (``cluster_after=None``).
 
@@ -84,6 +143,22 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None, device: str = "cp
         load_state_dict_checked(model, loaded, allow_partial=allow_partial_load,
                                 source=checkpoint)
     return model.to(device).eval()
+
+
+def build_model_sharing(cfg: Config, source: torch.nn.Module) -> torch.nn.Module:
+    """Build ``cfg.model`` with the weights of ``source`` (the same architecture, e.g. the
+    stock model of an expedited config), sharing its tensors rather than copying them:
+    many candidate models of one network then take the memory of one.
+
+    The state dict of ``source`` is assigned (``load_state_dict(assign=True)``, strict);
+    buffers outside it (non-persistent ones, e.g. a preprocessor's mean/std) are the new
+    model's own. Only for inference: an in-place update of one model's weights changes the
+    other's too. Returns the model on ``source``'s device, in eval mode.
+    """
+    device = next(source.parameters()).device
+    model = build_model(cfg, device=str(device))
+    model.load_state_dict(source.state_dict(), assign=True)
+    return model.eval()
 
 
 def import_custom_modules(cfg: Config) -> None:

@@ -127,6 +127,9 @@ class ModelFlops:
     expedite_ops: int
     unsupported: Counter
     note: str = ""
+    #: per module, by the model's own module names (``'backbone.layers.3'``); the modules
+    #: of the backbone only when the whole model was not counted
+    by_module: Dict[str, int] = field(default_factory=dict)
 
 
 def model_flops(model: torch.nn.Module, shape: Tuple[int, int],
@@ -161,7 +164,11 @@ def model_flops(model: torch.nn.Module, shape: Tuple[int, int],
         backbone -= report.module(f"{prefix}.reconstruction")   # called by the segmentor
     expedite = sum(flops for name, flops in report.by_module.items()
                    if name.startswith(prefix) and _is_expedite_layer(name))
-    return ModelFlops(whole, backbone, expedite, report.unsupported, note)
+    # the wrappers hold the model as .model (whole) or the backbone as .backbone
+    strip = "model." if prefix else ""
+    by_module = {name[len(strip):]: flops for name, flops in report.by_module.items()
+                 if name.startswith(strip) and len(name) > len(strip)}
+    return ModelFlops(whole, backbone, expedite, report.unsupported, note, by_module)
 
 
 def _is_expedite_layer(name: str) -> bool:

@@ -47,6 +47,36 @@ log_level = 'WARNING'
 """
 
 
+# a stock mmseg Swin (stage 2: 6 blocks, one 6 x 6 window at 96 x 96) with an FCN head
+TINY_SWIN = """
+default_scope = 'mmseg'
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5] * 3, std=[127.5] * 3,
+                           bgr_to_rgb=True, size=(96, 96)),
+    backbone=dict(type='SwinTransformer', embed_dims=16, depths=(2, 2, 6, 2),
+                  num_heads=(1, 2, 2, 4), window_size=6, mlp_ratio=2, strides=(4, 2, 2, 2),
+                  out_indices=(3,), patch_norm=True),
+    decode_head=dict(type='FCNHead', in_channels=128, in_index=0, channels=16, num_convs=1,
+                     num_classes=5, loss_decode=dict(type='CrossEntropyLoss')),
+    test_cfg=dict(mode='slide', crop_size=(96, 96), stride=(96, 96)))
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(128, 96),
+                 keep_ratio=True), dict(type='PackSegInputs')]
+test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+"""
+# SAM's image encoder, tiny: windows of 6, global attention in layers 3 and 6
+TINY_SAM = """
+default_scope = 'mmseg'
+model = dict(
+    type='SAMImageEncoder',
+    backbone=dict(type='ViTSAM', arch=dict(embed_dims=32, num_layers=6, num_heads=2,
+                  feedforward_channels=64, global_attn_indexes=[2, 5]), img_size=160,
+                  patch_size=16, out_channels=16, window_size=6),
+    data_preprocessor=dict(type='ImgDataPreprocessor', mean=[123.675, 116.28, 103.53],
+                           std=[58.395, 57.12, 57.375], bgr_to_rgb=True, pad_size_divisor=160))
+"""
+
+
 def _photos():
     from skimage import data
     return [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
@@ -54,18 +84,19 @@ def _photos():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """The tiny stock config, a random checkpoint and a folder of 4 photos."""
+    """The tiny stock configs, a random checkpoint of the ViT one, a folder of 4 photos."""
     import cv2
 
     from expedite_mm.utils.config import as_expedited, build_model, load_config
     root = tmp_path_factory.mktemp("autotune")
     config = root / "tiny_seg.py"
     config.write_text(TINY_SEG.format(data_root=str(root / "ade")))
+    (root / "tiny_swin.py").write_text(TINY_SWIN)
+    (root / "tiny_sam.py").write_text(TINY_SAM)
     torch.manual_seed(0)
     cfg, _ = as_expedited(load_config(str(config)))
-    model = build_model(cfg)
     checkpoint = root / "tiny.pth"
-    torch.save({"state_dict": model.state_dict(), "meta": {}}, checkpoint)
+    torch.save({"state_dict": build_model(cfg).state_dict(), "meta": {}}, checkpoint)
     images = root / "images"
     images.mkdir()
     for i, (photo, (h, w)) in enumerate(zip(_photos(), [(96, 128), (120, 96), (96, 96),
@@ -73,17 +104,27 @@ def tiny(tmp_path_factory):
         cv2.imwrite(str(images / f"photo{i}.jpg"),
                     cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)[..., ::-1])
     return {"root": root, "config": str(config), "checkpoint": str(checkpoint),
-            "images": str(images)}
+            "images": str(images), "swin": str(root / "tiny_swin.py"),
+            "sam": str(root / "tiny_sam.py")}
+
+
+def argv(tiny, work, *extra):
+    return [tiny["config"], tiny["checkpoint"], "--images", tiny["images"], "--work-dir",
+            str(work), "--grid-ratios", "0.3", "0.5", "0.7", "--first-images", "2", "--eta",
+            "2", "--quiet", *extra]
+
+
+@pytest.fixture(scope="module")
+def tuned(tiny, tmp_path_factory):
+    """One run at a whole-model GFLOPs budget of 0.75: (work dir, argv, exit code)."""
+    work = tmp_path_factory.mktemp("tuned") / "work"
+    args = argv(tiny, work, "--budget-gflops", "0.75")
+    return work, args, autotune.main(args)
 
 
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def argv(tiny, work, *extra):
-    return [tiny["config"], tiny["checkpoint"], "--images", tiny["images"], "--work-dir",
-            str(work), "--first-images", "2", "--eta", "2", "--quiet", *extra]
 
 
 def miou_by_hand(pairs):
@@ -108,14 +149,30 @@ def predictions(config, checkpoint, images):
     return [inference_model(model, path).pred_sem_seg.data[0].numpy() for path in images]
 
 
+def tuner_for(config, checkpoint="unused.pth", **overrides):
+    import argparse
+
+    from expedite_mm.utils.config import as_expedited, build_model, load_config
+    cfg, _ = as_expedited(load_config(config))
+    args = argparse.Namespace(shape=None, checkpoint=checkpoint, budget_on="whole",
+                              device="cpu", validate=False, families=["clustering"],
+                              alphas=None, grid_ratios=[0.5, 0.8], keep_rates=[], tome_r=[],
+                              no_stock_reuse=False)
+    vars(args).update(overrides)
+    stock = build_model(autotune.apply_setting(cfg, autotune.STOCK))
+    tuner = autotune.Tuner(args, cfg, stock, [])
+    return tuner, autotune.search_space(args, cfg, tuner.structure)
+
+
 # --------------------------------------------------------------------------- end to end
-def test_end_to_end_meets_budget_on_pareto_front_and_writes_a_working_config(tiny, tmp_path):
+def test_end_to_end_meets_budget_on_pareto_front_and_writes_a_working_config(tiny, tuned,
+                                                                               tmp_path):
     from mmengine.config import Config
 
     from expedite_mm.utils.config import build_model, default_input_shape
     from expedite_mm.utils.flops import model_flops
-    work = tmp_path / "work"
-    assert autotune.main(argv(tiny, work, "--budget-gflops", "0.75")) == 0
+    work, _, code = tuned
+    assert code == 0
     rows = read_csv(work / "autotune.csv")
     summary = json.loads((work / "autotune.json").read_text())
     chosen = [r for r in rows if r["chosen"] == "1"]
@@ -124,42 +181,48 @@ def test_end_to_end_meets_budget_on_pareto_front_and_writes_a_working_config(tin
     ratio = float(chosen["gflops_ratio"])
     assert ratio <= 0.75
     assert chosen["images"] == "4" and chosen["agreement_measure"] == "mIoU"
+    # 3 alphas x 3 grids x 2 placements, and the stock row
+    assert len(rows) == 1 + 18 and rows[0]["family"] == "stock"
     # the Pareto front, recomputed here over everything measured on all 4 images
     full = [r for r in rows if r["images"] == "4"]
     points = [(float(r["gflops_ratio"]), float(r["agreement"])) for r in full]
     front = [r for r, (c, a) in zip(full, points)
              if not any(c2 <= c and a2 >= a and (c2 < c or a2 > a) for c2, a2 in points)]
     assert chosen in front
-    assert {r["family"] + r["alpha"] + r["grid"] + r["placement"] for r in front} == \
-        {r["family"] + r["alpha"] + r["grid"] + r["placement"] for r in rows if r["pareto"] == "1"}
-    # it is the best agreement within the budget among those measured on every image
-    within = [float(r["agreement"]) for r in full if r["family"] != "stock"
-              and float(r["gflops_ratio"]) <= 0.75]
+    assert front == [r for r in rows if r["pareto"] == "1"]
+    # the best agreement within the budget among those measured on every image
+    within = [float(r["agreement"]) for r in full[1:] if float(r["gflops_ratio"]) <= 0.75]
     assert float(chosen["agreement"]) == max(within)
-    # every status is one of the documented ones; over-budget rows really are over it
+    # statuses: over-budget rows are over it, dominated ones have a feasible upgrade
+    feasible = {(r["placement"], r["alpha"], r["grid"]) for r in rows[1:]
+                if float(r["gflops_ratio"]) <= 0.75}
     for r in rows[1:]:
         assert r["status"].split(" ")[0] in ("chosen", "finalist", "stopped", "over",
-                                             "dominated", "invalid:"), r["status"]
-        if r["status"] == "over budget":
-            assert float(r["gflops_ratio"]) > 0.75
-    # the written config: user's config as _base_, builds, counts the CSV's ratio
+                                             "dominated"), r["status"]
+        over = float(r["gflops_ratio"]) > 0.75
+        assert (r["status"] == "over budget") == over
+        upgrades = {(r["placement"], str(int(r["alpha"]) + 1), r["grid"])} | {
+            (r["placement"], r["alpha"], g) for g in ("0.3", "0.5", "0.7")
+            if float(g) > float(r["grid"])}
+        if not over:
+            nearest = sorted(u for u in upgrades if u[1] == r["alpha"])[:1] + \
+                [u for u in upgrades if u[1] != r["alpha"]]
+            assert r["status"].startswith("dominated") == bool(set(nearest) & feasible), r
+    # the written config: the user's config as _base_, builds, counts the CSV's ratio
     text = (work / "autotune_config.py").read_text()
     assert f"_base_ = {tiny['config']!r}" in text
     cfg = Config.fromfile(str(work / "autotune_config.py"))
     backbone = cfg.model.backbone
     assert backbone.type == "ExpeditedViT" and backbone.cluster_after == int(chosen["alpha"])
     assert tuple(backbone.cluster_grid) == tuple(int(v) for v in chosen["grid_hw"].split("x"))
+    assert backbone.reconstruct_placement == chosen["placement"]
     assert backbone.embed_dims == 32 and backbone.num_layers == 4      # stock keys kept
-    stock_cfg = Config.fromfile(tiny["config"])
-    model, stock = build_model(cfg), build_model(cfg, None)
-    stock_cfg_model = build_model(autotune.apply_setting(cfg, autotune.STOCK))
     shape = default_input_shape(cfg)
-    counted = model_flops(model, shape).whole / model_flops(stock_cfg_model, shape).whole
-    assert counted == pytest.approx(ratio, rel=1e-5)
-    assert summary["verified"]["gflops_ratio"] == pytest.approx(ratio, rel=1e-5)
-    assert stock_cfg.model.backbone.type == "VisionTransformer"
-    del stock
-    # the agreement of the chosen setting, recomputed by mmseg's inference API + by hand
+    stock = build_model(autotune.apply_setting(cfg, autotune.STOCK))
+    counted = model_flops(build_model(cfg), shape).whole / model_flops(stock, shape).whole
+    assert counted == pytest.approx(ratio, rel=1e-6)
+    assert summary["verified"]["gflops_ratio"] == pytest.approx(ratio, rel=1e-6)
+    # the agreement of the chosen setting, recomputed with mmseg's inference API + by hand
     files = sorted(osp.join(tiny["images"], f) for f in os.listdir(tiny["images"]))
     stock_config = tmp_path / "stock.py"
     stock_config.write_text(f"_base_ = {tiny['config']!r}\n"
@@ -172,10 +235,9 @@ def test_end_to_end_meets_budget_on_pareto_front_and_writes_a_working_config(tin
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_rerun_repeats_nothing_and_an_interrupted_run_resumes(tiny, tmp_path, monkeypatch):
-    work = tmp_path / "work"
-    args = argv(tiny, work, "--budget-gflops", "0.7")
-    assert autotune.main(args) == 0
+def test_rerun_repeats_nothing(tuned):
+    work, args, code = tuned
+    assert code == 0
     first = json.loads((work / "autotune.json").read_text())
     assert first["forwards"] > 0
     assert autotune.main(args) == 0
@@ -183,12 +245,14 @@ def test_rerun_repeats_nothing_and_an_interrupted_run_resumes(tiny, tmp_path, mo
     assert again["forwards"] == 0 and again["flop_counts"] == 1     # the verifying count only
     assert again["chosen"] == first["chosen"] and again["agreement"] == first["agreement"]
 
-    # interrupted after 3 forwards, then resumed (every candidate run in full here, so
-    # that each forward is one stored measurement): nothing is measured twice, and all
-    # runs together made exactly one forward per image for the stock model plus one per
-    # candidate and image it was measured on
-    other = tmp_path / "other"
-    args = argv(tiny, other, "--budget-gflops", "0.7", "--no-stock-reuse")
+
+def test_an_interrupted_run_resumes_where_it_stopped(tiny, tuned, tmp_path, monkeypatch):
+    """Interrupted after 3 forwards, then resumed (every candidate run in full here, so
+    that each forward is one stored measurement): nothing is measured twice, and the runs
+    together made one forward per image for the stock model plus one per candidate and
+    image it was measured on; the result is the replaying run's."""
+    work = tmp_path / "work"
+    args = argv(tiny, work, "--budget-gflops", "0.75", "--no-stock-reuse")
     original_run, original_put = autotune.Tuner._run, autotune.Cache.put
     calls, stored = [], []
 
@@ -204,65 +268,92 @@ def test_rerun_repeats_nothing_and_an_interrupted_run_resumes(tiny, tmp_path, mo
     monkeypatch.setattr(autotune.Tuner, "_run", interrupting)
     monkeypatch.setattr(autotune.Cache, "put", recording)
     assert autotune.main(args) == 130
-    assert not osp.exists(other / "autotune.csv")               # no half-written results
+    assert osp.exists(work / "cache.sqlite") and not osp.exists(work / "autotune.csv")
     before = set(stored)
     stored.clear()
     monkeypatch.setattr(autotune.Tuner, "_run", original_run)
     assert autotune.main(args) == 0
     assert not before & set(stored)
-    resumed = json.loads((other / "autotune.json").read_text())
-    rows = read_csv(other / "autotune.csv")
+    resumed = json.loads((work / "autotune.json").read_text())
+    rows = read_csv(work / "autotune.csv")
     measured = sum(int(r["images"]) for r in rows[1:] if r["images"])
     assert 3 + resumed["forwards"] == 4 + measured
-    # the same choice and agreement as with the stock model's layers replayed
-    assert resumed["chosen"] == first["chosen"] and resumed["agreement"] == first["agreement"]
+    replayed = json.loads((tuned[0] / "autotune.json").read_text())
+    assert resumed["chosen"] == replayed["chosen"]
+    assert resumed["agreement"] == replayed["agreement"]
+    # the same table, but for how the FLOPs were had (a count at the smallest alpha
+    # without stubs, instead of one stubbed count per chain)
+    strip = lambda rows: [dict(r, flops="") for r in rows]  # noqa: E731
+    assert strip(read_csv(work / "autotune.csv")) == strip(read_csv(tuned[0] / "autotune.csv"))
 
 
-def test_flop_model_matches_real_counts(tiny):
-    """Every setting's FLOPs as the tool derives them (one stubbed count per chain: the
-    stock layers before alpha, the chain's clustered layers after it) equal the setting's
-    own fvcore count, for both placements and a baseline family."""
-    import argparse
+@pytest.mark.slow
+def test_windowed_backbone_end_to_end(tiny, tmp_path):
+    """A stock Swin config: the search runs over alpha in stage 2 and the clustered window
+    size; the written config is an ExpeditedSwin within the budget."""
+    from mmengine.config import Config
 
     from expedite_mm.utils.config import as_expedited, build_model, load_config
-    cfg, _ = as_expedited(load_config(tiny["config"]))
-    args = argparse.Namespace(shape=None, checkpoint=tiny["checkpoint"], budget_on="whole",
-                              device="cpu", validate=False, families=["clustering", "tome"],
-                              alphas=None, grid_ratios=[0.3, 0.5, 0.8], keep_rates=[],
-                              tome_r=[], no_stock_reuse=False)
-    tuner = autotune.Tuner(args, cfg, build_model(autotune.apply_setting(cfg, autotune.STOCK)), [])
-    settings = autotune.search_space(args, cfg, tuner.structure)
-    assert {s.placement for s in settings} == {"logits", "backbone"}
-    assert sorted({s.alpha for s in settings}) == [1, 2, 3]
-    assert len(settings) == 27
+    torch.manual_seed(0)
+    cfg, _ = as_expedited(load_config(tiny["swin"]))
+    checkpoint = tmp_path / "swin.pth"
+    torch.save({"state_dict": build_model(cfg).state_dict()}, checkpoint)
+    work = tmp_path / "work"
+    code = autotune.main([tiny["swin"], str(checkpoint), "--images", tiny["images"],
+                          "--work-dir", str(work), "--budget-gflops", "0.9", "--quiet",
+                          "--grid-ratios", "0.5", "0.7", "--first-images", "2"])
+    assert code == 0
+    rows = read_csv(work / "autotune.csv")
+    assert {r["window"] for r in rows[1:]} == {"3", "4"}
+    assert {r["alpha"] for r in rows[1:]} == {"1", "2", "3", "4", "5"}
+    chosen = next(r for r in rows if r["chosen"] == "1")
+    assert float(chosen["gflops_ratio"]) <= 0.9
+    backbone = Config.fromfile(str(work / "autotune_config.py")).model.backbone
+    assert backbone.type == "ExpeditedSwin"
+    assert backbone.clustered_window_size == int(chosen["window"])
+    assert backbone.cluster_after == int(chosen["alpha"])
+
+
+@pytest.mark.parametrize("which,families", [("config", ["clustering", "tome"]),
+                                            ("swin", ["clustering", "avgpool"]),
+                                            ("sam", ["clustering"])])
+def test_flop_model_matches_real_counts(tiny, which, families):
+    """Every setting's FLOPs as the tool derives them from one count per chain (plain ViTs:
+    a stubbed count of the clustered layers; others: a count at the smallest alpha) equal
+    the setting's own fvcore count, for both placements, a baseline family, a windowed
+    backbone and SAM's encoder (windowed and global layers)."""
+    tuner, settings = tuner_for(tiny[which], families=families)
     tuner.prepare_chains(settings)
     derived = {s: tuner.flops(s) for s in settings}
-    assert tuner.flop_counts == 1 + 9               # the stock model and one per chain
+    # the stock model, and one stubbed count per chain (ViT) or two (smallest and largest
+    # alpha)
+    chains = {s.chain for s in settings}
+    assert tuner.flop_counts == 1 + len(chains) * (1 if which == "config" else 2)
+    if which == "config":
+        assert {s.placement for s in settings} == {"logits", "backbone"}
+        assert len(settings) == 3 * 2 * 2 + 3 * 2
+    elif which == "swin":
+        assert {s.window for s in settings} == {3, 5} and tuner.structure.window_size == 6
+    else:
+        assert tuner.structure.window_size == 6 and tuner.structure.depth == 6
     for s in settings:
-        assert derived[s]["flops"] == "derived"
+        if derived[s]["flops"] == "counted":          # a chain's own count
+            assert which != "config"
+            assert s.alpha in (tuner.chain_alphas[s.chain][0], tuner.chain_alphas[s.chain][-1])
+            continue
         counted = tuner._count(s)
         assert derived[s]["gflops"] * 1e9 == pytest.approx(counted["whole"], abs=0.5), s
         assert derived[s]["backbone_gflops"] * 1e9 == pytest.approx(counted["backbone"], abs=0.5)
-    # the logits placement runs the head on the centres: cheaper than in the backbone
-    a = autotune.Setting("clustering", "logits", 2, 0.5)
-    b = autotune.Setting("clustering", "backbone", 2, 0.5)
-    assert derived[a]["gflops"] < derived[b]["gflops"]
-    assert derived[a]["backbone_gflops"] < derived[b]["backbone_gflops"]
+    if which == "config":   # the logits placement runs the head on the centres: cheaper
+        a = autotune.Setting("clustering", "logits", 2, 0.5)
+        b = autotune.Setting("clustering", "backbone", 2, 0.5)
+        assert derived[a]["gflops"] < derived[b]["gflops"]
 
 
 # --------------------------------------------------------------------------- errors
-def run_cli(*args):
-    result = subprocess.run([sys.executable, osp.join(ROOT, "tools/analysis/autotune.py"),
-                             *args, "--quiet"], capture_output=True, text=True, timeout=300)
-    return result.returncode, result.stderr.strip().splitlines(), result.stdout
-
-
-@pytest.mark.parametrize("case", ["empty", "unreadable", "budget", "backbone", "checkpoint",
-                                  "alphas"])
-def test_bad_input_is_one_line_and_writes_nothing(tiny, tmp_path, case):
-    work = tmp_path / "work"
-    images = tiny["images"]
-    config, checkpoint = tiny["config"], tiny["checkpoint"]
+def _error_case(tiny, tmp_path, case):
+    """(argv, exit code, what the message must say) of one bad input."""
+    images, config, checkpoint = tiny["images"], tiny["config"], tiny["checkpoint"]
     extra, code = ["--budget-gflops", "0.7"], 2
     if case == "empty":
         images = tmp_path / "empty"
@@ -275,7 +366,8 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny, tmp_path, case):
         (images / "a.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
         match = "cannot read"
     elif case == "budget":
-        extra, code, match = ["--budget-gflops", "0.05"], 3, "no setting meets --budget-gflops 0.05: the cheapest"
+        extra, code = ["--budget-gflops", "0.05"], 3
+        match = "no setting meets --budget-gflops 0.05: the cheapest, clustering a1 grid0.3 logits"
     elif case == "backbone":
         config = tmp_path / "resnet.py"
         config.write_text(f"_base_ = {tiny['config']!r}\n"
@@ -284,67 +376,77 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny, tmp_path, case):
     elif case == "checkpoint":
         checkpoint = str(tmp_path / "missing.pth")
         match = "no such file"
+    elif case == "family":
+        config = tiny["swin"]
+        extra += ["--families", "clustering,evit"]
+        match = "--families evit: not available for ExpeditedSwin"
     else:
-        extra += ["--families", "clustering,evit", "--alphas", "9"]
+        extra += ["--alphas", "9"]
         match = "cluster_after must be < 4"
-    code_got, lines, _ = run_cli(str(config), str(checkpoint), "--images", str(images),
-                                 "--work-dir", str(work), *extra)
-    assert code_got == code, lines
+    return [str(config), str(checkpoint), "--images", str(images), "--work-dir",
+            str(tmp_path / "work"), "--grid-ratios", "0.3", "0.5", *extra], code, match
+
+
+@pytest.mark.parametrize("case", ["empty", "unreadable", "budget", "backbone", "checkpoint",
+                                  "family", "alphas"])
+def test_bad_input_is_one_line_and_writes_nothing(tiny, tmp_path, capsys, case):
+    args, code, match = _error_case(tiny, tmp_path, case)
+    assert autotune.main(args + ["--quiet"]) == code
+    lines = capsys.readouterr().err.strip().splitlines()
+    lines = [line for line in lines if "Warning" not in line and "warnings.warn" not in line
+             and "Loads checkpoint" not in line]
     assert len(lines) == 1 and lines[0].startswith("autotune.py: error:"), lines
     assert match in lines[0]
-    assert not osp.exists(work)
+    assert not osp.exists(tmp_path / "work")
 
 
-def test_the_cheapest_setting_is_named_when_the_budget_cannot_be_met(tiny, tmp_path):
-    code, lines, _ = run_cli(tiny["config"], tiny["checkpoint"], "--images", tiny["images"],
-                             "--work-dir", str(tmp_path / "w"), "--budget-gflops", "0.05",
-                             "--grid-ratios", "0.5")
-    assert code == 3
-    # the cheapest setting: the smallest grid at the first alpha, the logits placement
-    assert "clustering a1 grid0.5 logits" in lines[0]
+def test_bad_input_from_the_command_line(tiny, tmp_path):
+    """The script itself: exit code, one line on stderr, no traceback, nothing written."""
+    args, code, match = _error_case(tiny, tmp_path, "budget")
+    result = subprocess.run([sys.executable, osp.join(ROOT, "tools/analysis/autotune.py"),
+                             *args, "--quiet"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    lines = [line for line in result.stderr.strip().splitlines() if "Loads checkpoint" not in line]
+    assert result.returncode == code
+    assert lines == [lines[0]] and match in lines[0] and "Traceback" not in result.stderr
+    assert not osp.exists(tmp_path / "work")
 
 
 # --------------------------------------------------------------------------- validation
+@pytest.mark.slow
 def test_validation_ranks_settings_and_matches_tools_test(tiny, tmp_path):
     """--validate on a labelled synthetic ADE20K set: >= 12 settings with agreement and
-    true mIoU; the true mIoU of a setting equals tools/test.py's on its config."""
+    true mIoU; per budget the pick and the oracle; the true mIoU of a setting equals
+    tools/test.py's on its config (an independent path)."""
     data_root = tiny["root"] / "ade"
     if not data_root.exists():
         write_ade20k(str(data_root))
     work = tmp_path / "work"
     code = autotune.main([tiny["config"], tiny["checkpoint"], "--val", "3", "--work-dir",
                           str(work), "--validate", "--validate-budgets", "0.6", "0.8",
-                          "--budget-gflops", "0.8", "--quiet", "--first-images", "1"])
+                          "--grid-ratios", "0.3", "0.5", "0.7", "--quiet", "--first-images", "1"])
     assert code == 0
     report = json.loads((work / "validation.json").read_text())
     rows = read_csv(work / "validation.csv")
     assert report["settings"] == len(rows) >= 12
+    agreement = [float(r["agreement"]) for r in rows]
+    truth = [float(r["true_metric"]) for r in rows]
+    assert report["spearman_rho"] == pytest.approx(autotune.spearman(agreement, truth))
     assert -1 <= report["spearman_rho"] <= 1
     assert [b["budget"] for b in report["budgets"]] == [0.6, 0.8]
     for b in report["budgets"]:
-        assert b["pick_cost"] <= b["budget"] and b["oracle_cost"] <= b["budget"]
+        within = [r for r in rows if float(r["cost"]) <= b["budget"]]
+        assert b["oracle_true_metric"] == pytest.approx(max(float(r["true_metric"]) for r in within))
+        assert b["pick_cost"] <= b["budget"]
         assert b["gap"] == pytest.approx(b["oracle_true_metric"] - b["pick_true_metric"])
-        assert b["gap"] >= 0
-    # the true mIoU of one setting through tools/test.py (an independent path)
+    # the true mIoU of one setting through tools/test.py
     row = rows[len(rows) // 2]
-    setting = next(s for s in _settings(tiny) if s.label() == row["setting"])
-    from expedite_mm.utils.config import as_expedited, load_config
-    cfg, _ = as_expedited(load_config(tiny["config"]))
+    tuner, settings = tuner_for(tiny["config"], grid_ratios=[0.3, 0.5, 0.7])
+    setting = next(s for s in settings if s.label() == row["setting"])
     path = tmp_path / "one.py"
-    autotune.apply_setting(cfg, setting).dump(str(path))
+    autotune.apply_setting(tuner.cfg, setting).dump(str(path))
     metrics, _, _ = run_test_tool(str(path), tiny["checkpoint"], tmp_path, "one")
-    assert float(row["true_metric"]) == pytest.approx(metrics["mIoU"], abs=0.01)
-
-
-def _settings(tiny):
-    import argparse
-
-    from expedite_mm.utils.config import as_expedited, build_model, load_config
-    cfg, _ = as_expedited(load_config(tiny["config"]))
-    args = argparse.Namespace(alphas=None, grid_ratios=list(autotune.DEFAULT_RATIOS),
-                              families=["clustering"], keep_rates=[], tome_r=[])
-    model = build_model(autotune.apply_setting(cfg, autotune.STOCK))
-    return autotune.search_space(args, cfg, autotune.probe_structure(cfg, model, (96, 96)))
+    assert float(row["true_metric"]) == pytest.approx(metrics["mIoU"], abs=1e-3)
 
 
 # --------------------------------------------------------------------------- pieces
@@ -373,16 +475,49 @@ def test_pareto_front_and_spearman():
 
 
 def test_cache_keeps_arrays_and_json_across_processes(tmp_path):
+    path = str(tmp_path / "c.sqlite")
     cache = autotune.Cache()
     cache.put("a", {"sem_seg": np.arange(6, dtype=np.int32).reshape(2, 3)})
     cache.put("b", {"classes": [1, 2], "intersect": [3.0, 4.0]})
-    assert not osp.exists(tmp_path / "c.sqlite")                  # memory only so far
-    cache.open(str(tmp_path / "c.sqlite"))
+    assert not osp.exists(path)                              # memory only so far
+    cache.open(path)
     cache.put("c", "mIoU")
     cache.close()
     again = autotune.Cache()
-    again.open(str(tmp_path / "c.sqlite"))
+    again.read(path)                                         # read only: nothing written
+    again.put("d", [1])
+    again.close()
+    again = autotune.Cache()
+    again.open(path)
     assert np.array_equal(again.get("a")["sem_seg"], np.arange(6).reshape(2, 3))
     assert again.get("a")["sem_seg"].dtype == np.int32
     assert again.get("b") == {"classes": [1, 2], "intersect": [3.0, 4.0]}
     assert again.get("c") == "mIoU" and again.get("d") is None
+
+
+def test_as_expedited_maps_stock_backbones_and_keeps_their_keys(tiny):
+    from mmengine.config import Config
+
+    from expedite_mm.utils.config import as_expedited, load_config
+    cfg, stock = as_expedited(load_config(tiny["config"]))
+    assert stock == "VisionTransformer" and cfg.model.backbone.type == "ExpeditedViT"
+    assert cfg.custom_imports["imports"] == ["expedite_mm"]
+    assert {k: v for k, v in cfg.model.backbone.items() if k != "type"} == \
+        {k: v for k, v in load_config(tiny["config"]).model.backbone.items() if k != "type"}
+    again, none = as_expedited(cfg)
+    assert none is None and again.model.backbone.type == "ExpeditedViT"
+    for scope, given, expected in [("mmdet", "SwinTransformer", "ExpeditedSwin"),
+                                   ("mmdet", "mmpretrain.SwinTransformerV2", "ExpeditedSwinV2"),
+                                   ("mmseg", "ViTSAM", "ExpeditedViTSAM"),
+                                   ("mmseg", "HybridViT", "ExpeditedHybridViT"),
+                                   ("mmpretrain", "VisionTransformer",
+                                    "ExpeditedVisionTransformer")]:
+        cfg = Config(dict(default_scope=scope, model=dict(backbone=dict(type=given, depth=3)),
+                          custom_imports=dict(imports=["mine"])))
+        out, _ = as_expedited(cfg)
+        assert out.model.backbone == dict(type=expected, depth=3)
+        assert out.custom_imports["imports"] == ["mine", "expedite_mm"]
+    for scope, given in [("mmseg", "mmpretrain.VisionTransformer"), ("mmpretrain", "ViTSAM"),
+                         ("mmdet", "ResNet")]:
+        with pytest.raises(ValueError, match="cannot be expedited; expedite-mm expedites"):
+            as_expedited(Config(dict(default_scope=scope, model=dict(backbone=dict(type=given)))))

@@ -125,8 +125,8 @@ def match_segments(ref_masks: torch.Tensor, ref_labels: Sequence[int], pred_mask
         IoU > 0.5, which makes them unique), unmatched predictions, unmatched references
         and the sum of the matches' IoUs.
     """
-    ref = ref_masks.reshape(len(ref_labels), -1).float()
-    pred = pred_masks.reshape(len(pred_labels), -1).float()
+    ref = ref_masks.flatten(1).float()                                 # (R, H * W)
+    pred = pred_masks.flatten(1).float()
     if len(ref_labels) and len(pred_labels):
         inter = ref @ pred.T                                            # (R, P)
         union = ref.sum(1, keepdim=True) + pred.sum(1)[None] - inter

@@ -128,16 +128,9 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None, device: str = "cp
     the model exactly unless ``allow_partial_load``
     (:func:`~expedite_mm.utils.checkpoint.load_state_dict_checked`).
     """
-    from mmengine.registry import MODELS, init_default_scope
-
     from .checkpoint import load_checkpoint_file, load_state_dict_checked
 
-    import_custom_modules(cfg)
-    init_default_scope(cfg.get("default_scope", "mmseg"))
-    model_cfg = copy.deepcopy(cfg.model)              # builders may edit the dict they get
-    if cfg.get("data_preprocessor") is not None:      # as the Runner does (mmpretrain configs)
-        model_cfg.setdefault("data_preprocessor", copy.deepcopy(cfg.data_preprocessor))
-    model = MODELS.build(model_cfg)
+    model = _build_modules(cfg)
     if checkpoint is not None:
         loaded = load_checkpoint_file(checkpoint, map_location="cpu", trust=trust_checkpoint)
         load_state_dict_checked(model, loaded, allow_partial=allow_partial_load,
@@ -145,20 +138,62 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None, device: str = "cp
     return model.to(device).eval()
 
 
+def _build_modules(cfg: Config) -> torch.nn.Module:
+    """``cfg.model`` built in the config's default scope, as the Runner builds it."""
+    from mmengine.registry import MODELS, init_default_scope
+    import_custom_modules(cfg)
+    init_default_scope(cfg.get("default_scope", "mmseg"))
+    model_cfg = copy.deepcopy(cfg.model)              # builders may edit the dict they get
+    if cfg.get("data_preprocessor") is not None:      # as the Runner does (mmpretrain configs)
+        model_cfg.setdefault("data_preprocessor", copy.deepcopy(cfg.data_preprocessor))
+    return MODELS.build(model_cfg)
+
+
 def build_model_sharing(cfg: Config, source: torch.nn.Module) -> torch.nn.Module:
     """Build ``cfg.model`` with the weights of ``source`` (the same architecture, e.g. the
     stock model of an expedited config), sharing its tensors rather than copying them:
-    many candidate models of one network then take the memory of one.
+    many candidate models of one network then take the memory of one, and take no time
+    for initialising weights that are replaced anyway.
 
-    The state dict of ``source`` is assigned (``load_state_dict(assign=True)``, strict);
-    buffers outside it (non-persistent ones, e.g. a preprocessor's mean/std) are the new
-    model's own. Only for inference: an in-place update of one model's weights changes the
-    other's too. Returns the model on ``source``'s device, in eval mode.
+    While the modules are built, ``torch.empty`` (what parameters are allocated with)
+    allocates on the ``meta`` device, so the default initialisations do nothing; then the
+    state dict of ``source`` is assigned (strict). Where a tensor is left on ``meta`` (a
+    buffer or attribute outside the state dict) or the modules cannot be built so, the
+    model is built the ordinary way and gets ``source``'s tensors assigned. Buffers
+    outside the state dict (non-persistent ones, e.g. a preprocessor's mean/std) are the
+    new model's own. Only for inference: an in-place update of one model's weights
+    changes the other's too. Returns the model on ``source``'s device, in eval mode.
     """
     device = next(source.parameters()).device
-    model = build_model(cfg, device=str(device))
-    model.load_state_dict(source.state_dict(), assign=True)
+    try:
+        with _EmptyOnMeta():
+            model = _build_modules(cfg)
+        model.load_state_dict(source.state_dict(), assign=True)
+        if _holds_meta(model):
+            raise RuntimeError("tensors outside the state dict")
+        model = model.to(device)
+    except Exception:  # noqa: BLE001 - whatever the fast path trips on, build it plainly
+        model = build_model(cfg, device=str(device))
+        model.load_state_dict(source.state_dict(), assign=True)
     return model.eval()
+
+
+class _EmptyOnMeta(torch.overrides.TorchFunctionMode):
+    """``torch.empty`` on the meta device (a parameter's storage before its
+    initialisation); every other function as usual."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.empty:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+def _holds_meta(model: torch.nn.Module) -> bool:
+    tensors = [t for _, t in model.named_parameters()] + [t for _, t in model.named_buffers()]
+    tensors += [v for m in model.modules() for v in vars(m).values()
+                if isinstance(v, torch.Tensor)]
+    return any(t.is_meta for t in tensors)
 
 
 def import_custom_modules(cfg: Config) -> None:

@@ -592,49 +592,58 @@ class Tuner:
                 "layers": [counted.by_module.get(n, 0) for n in self.structure.layer_names]}
 
     def _chain(self, chain: Setting) -> Dict[str, Any]:
-        """What one count tells of a chain (a setting with alpha left open): the cost of
-        each layer as the first clustered one and as a later one, and of everything else
-        (cached). The first clustered layer can cost more (EViT/ToMe score the tokens
-        with its norm and projections).
+        """What counting a chain (a setting with alpha left open) tells of its settings:
+        the cost of each layer as the first clustered one and as a later one, and of
+        everything else, which may change by a fixed step per clustered layer (windowed
+        backbones derive every clustered block's attention bias in the stage) (cached).
+        The first clustered layer can cost more (EViT/ToMe score the tokens with its norm
+        and projections).
 
-        Plain ViTs: the model at the chain's largest alpha (at most depth - 2), its first
-        alpha layers replaced by stubs passing their input on (a layer's output has its
-        input's shape, and the count depends on shapes only), so only the embedding, the
-        clustered layers, the head and the operators are traced; the layers are alike, so
-        one layer's costs are every layer's. Other backbones: a full count at the smallest
-        alpha (each layer from there on)."""
+        Plain ViTs: one count, of the model at the chain's largest alpha (at most depth
+        - 2) with its first alpha layers replaced by stubs passing their input on (a
+        layer's output has its input's shape, and the count depends on shapes only), so
+        only the embedding, the clustered layers, the head and the operators are traced;
+        the layers are alike, so one layer's costs are every layer's. Other backbones:
+        counts at the smallest and the largest alpha (each layer from the smallest on)."""
         alphas = self.chain_alphas[chain]
         depth = self.structure.depth
         stubbed = (self.structure.kind == "vit" and not self.args.no_stock_reuse
                    and depth >= 2 and min(alphas[-1], depth - 2) <= self.replay_limit)
-        alpha = min(alphas[-1], depth - 2) if stubbed else alphas[0]
-        key = _hash("chain", self.config_id, self.shape, chain.key, alpha, stubbed)
+        at = [min(alphas[-1], depth - 2)] if stubbed else sorted({alphas[0], alphas[-1]})
+        key = _hash("chain", self.config_id, self.shape, chain.key, at, stubbed)
         found = self.cache.get(key)
         if found is not None:
             return found
         stock = self.stock_flops()
-        try:
-            model = self.build(dataclasses.replace(chain, alpha=alpha))
-        except (ValueError, TypeError) as error:
-            record = {"invalid": _first_line(error)}
-        else:
+        counts = []
+        for alpha in at:
+            try:
+                model = self.build(dataclasses.replace(chain, alpha=alpha))
+            except (ValueError, TypeError) as error:
+                self.cache.put(key, {"invalid": _first_line(error)})
+                return self.cache.get(key)
             if stubbed:
                 for i in range(alpha):
                     model.backbone.layers[i] = _Skip()
-            counted = self._flop_record(model)
+            counts.append(self._flop_record(model))
             del model
-            layers = counted["layers"]
-            if stubbed:
-                first, clustered = [layers[alpha]] * depth, [layers[alpha + 1]] * depth
-                before = 0
-            else:
-                first = [None] * alpha + layers[alpha:]
-                clustered = [None] * (alpha + 1) + layers[alpha + 1:]
-                before = sum(stock["layers"][:alpha])
-            rest = before + sum(layers[alpha:])
-            record = {"first": first, "clustered": clustered,
-                      "whole_rest": None if counted["whole"] is None else counted["whole"] - rest,
-                      "backbone_rest": counted["backbone"] - rest}
+        alpha, layers = at[0], counts[0]["layers"]
+        if stubbed:
+            first, clustered = [layers[alpha]] * depth, [layers[alpha + 1]] * depth
+        else:
+            first = [None] * alpha + layers[alpha:]
+            clustered = [None] * (alpha + 1) + layers[alpha + 1:]
+        record = {"alpha": alpha, "first": first, "clustered": clustered}
+        for what in ("whole", "backbone"):
+            rests = []
+            for a, counted in zip(at, counts):
+                if counted[what] is None:
+                    break
+                before = 0 if stubbed else sum(stock["layers"][:a])
+                rests.append(counted[what] - before - sum(counted["layers"][a:]))
+            record[f"{what}_rest"] = rests[0] if rests else None
+            record[f"{what}_step"] = ((rests[1] - rests[0]) / (at[1] - at[0])
+                                      if len(rests) == 2 else 0)
         self.cache.put(key, record)
         return record
 
@@ -654,8 +663,10 @@ class Tuner:
         stock, alpha = self.stock_flops(), setting.alpha
         layers = (sum(stock["layers"][:alpha]) + chain["first"][alpha]
                   + sum(chain["clustered"][alpha + 1:]))
-        return {"whole": None if chain["whole_rest"] is None else chain["whole_rest"] + layers,
-                "backbone": chain["backbone_rest"] + layers}
+        steps = alpha - chain["alpha"]
+        return {what: (None if chain[f"{what}_rest"] is None else
+                       round(chain[f"{what}_rest"] + steps * chain[f"{what}_step"]) + layers)
+                for what in ("whole", "backbone")}
 
     def flops(self, setting: Setting) -> Dict[str, Any]:
         """GFLOPs of ``setting`` and its ratios to the stock model; ``'flops'`` says
@@ -682,7 +693,7 @@ class Tuner:
         count did not count (stubbed chains: the smallest; others: the second)."""
         for chain, alphas in sorted(self.chain_alphas.items(), key=lambda item: item[0].key):
             stubbed = self._chain(chain).get("first", [None])[0] is not None
-            candidates = alphas if stubbed else alphas[1:]
+            candidates = alphas if stubbed else alphas[1:-1]
             if not candidates or "invalid" in self._chain(chain):
                 continue
             setting = dataclasses.replace(chain, alpha=candidates[0])

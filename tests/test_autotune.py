@@ -1,6 +1,7 @@
 """tools/analysis/autotune.py on tiny models: the search, the FLOP model, the resume
 cache, the written config, the error cases, and the validation against labels."""
 import csv
+import glob
 import json
 import os
 import os.path as osp
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import ROOT, load_tool, run_test_tool, write_ade20k
+from harness import ROOT, load_tool, relabel_from_predictions, run_test_tool, write_ade20k
 
 autotune = load_tool("tools/analysis/autotune.py")
 
@@ -421,10 +422,22 @@ def test_validation_ranks_settings_and_matches_tools_test(tiny, tmp_path):
     data_root = tiny["root"] / "ade"
     if not data_root.exists():
         write_ade20k(str(data_root))
+        # labels = the stock prediction, a quarter of each image relabelled: a true mIoU
+        # neither 0 nor 100 for the random-weight model
+        files = sorted(glob.glob(str(data_root / "images/validation/*.jpg")))
+        stock_config = tmp_path / "stock.py"
+        stock_config.write_text(f"_base_ = {tiny['config']!r}\n"
+                                "custom_imports = dict(imports=['expedite_mm'])\n")
+        maps = predictions(str(stock_config), tiny["checkpoint"], files)
+        relabel_from_predictions(
+            [{"pred_sem_seg": {"data": torch.from_numpy(m)[None]},
+              "seg_map_path": f.replace("images", "annotations").replace(".jpg", ".png")}
+             for m, f in zip(maps, files)], str(data_root))
     work = tmp_path / "work"
     code = autotune.main([tiny["config"], tiny["checkpoint"], "--val", "3", "--work-dir",
-                          str(work), "--validate", "--validate-budgets", "0.6", "0.8",
-                          "--grid-ratios", "0.3", "0.5", "0.7", "--quiet", "--first-images", "1"])
+                          str(work), "--validate", "--validate-budgets", "0.6", "0.9",
+                          "--grid-ratios", "0.3", "0.5", "0.7", "0.9", "--quiet",
+                          "--first-images", "1"])
     assert code == 0
     report = json.loads((work / "validation.json").read_text())
     rows = read_csv(work / "validation.csv")
@@ -433,7 +446,7 @@ def test_validation_ranks_settings_and_matches_tools_test(tiny, tmp_path):
     truth = [float(r["true_metric"]) for r in rows]
     assert report["spearman_rho"] == pytest.approx(autotune.spearman(agreement, truth))
     assert -1 <= report["spearman_rho"] <= 1
-    assert [b["budget"] for b in report["budgets"]] == [0.6, 0.8]
+    assert [b["budget"] for b in report["budgets"]] == [0.6, 0.9]
     for b in report["budgets"]:
         within = [r for r in rows if float(r["cost"]) <= b["budget"]]
         assert b["oracle_true_metric"] == pytest.approx(max(float(r["true_metric"]) for r in within))
@@ -441,7 +454,7 @@ def test_validation_ranks_settings_and_matches_tools_test(tiny, tmp_path):
         assert b["gap"] == pytest.approx(b["oracle_true_metric"] - b["pick_true_metric"])
     # the true mIoU of one setting through tools/test.py
     row = rows[len(rows) // 2]
-    tuner, settings = tuner_for(tiny["config"], grid_ratios=[0.3, 0.5, 0.7])
+    tuner, settings = tuner_for(tiny["config"], grid_ratios=[0.3, 0.5, 0.7, 0.9])
     setting = next(s for s in settings if s.label() == row["setting"])
     path = tmp_path / "one.py"
     autotune.apply_setting(tuner.cfg, setting).dump(str(path))
@@ -521,3 +534,61 @@ def test_as_expedited_maps_stock_backbones_and_keeps_their_keys(tiny):
                          ("mmdet", "ResNet")]:
         with pytest.raises(ValueError, match="cannot be expedited; expedite-mm expedites"):
             as_expedited(Config(dict(default_scope=scope, model=dict(backbone=dict(type=given)))))
+
+
+# --------------------------------------------------------------------------- latency budgets
+def fake_latency(stock_ms=100.0):
+    """Latencies as an affine function of the FLOP ratio plus a fixed overhead for every
+    expedited model (deterministic, unlike the machine)."""
+    def latency(self, setting):
+        ratio = 1.0 if setting == autotune.STOCK else self.flops(setting)["gflops_ratio"]
+        ms = stock_ms * ratio + (0 if setting == autotune.STOCK else 5.0)
+        self.latency_calls.append(setting)
+        return {"latency_ms": ms, "stock_ms": stock_ms, "latency_ratio": ms / stock_ms}
+    return latency
+
+
+def test_latency_budget_measures_the_candidates_and_meets_it(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(autotune.Tuner, "latency", fake_latency())
+    monkeypatch.setattr(autotune.Tuner, "latency_calls", [], raising=False)
+    work = tmp_path / "work"
+    assert autotune.main(argv(tiny, work, "--budget-latency-ms", "78")) == 0
+    rows = read_csv(work / "autotune.csv")
+    chosen = next(r for r in rows if r["chosen"] == "1")
+    assert float(chosen["latency_ms"]) <= 78
+    assert float(chosen["latency_ms"]) == pytest.approx(100 * float(chosen["gflops_ratio"]) + 5)
+    measured = [r for r in rows if r["images"] and r["family"] != "stock"]
+    assert all(float(r["latency_ms"]) <= 78 for r in measured)
+    # every candidate had its latency measured (the fit only decides which to measure)
+    called = {s.label() for s in autotune.Tuner.latency_calls}
+    assert {f"clustering a{r['alpha']} grid{r['grid']} {r['placement']}" for r in measured} <= called
+    assert json.loads((work / "autotune.json").read_text())["verified"]["latency_ms"] <= 78
+
+
+@pytest.mark.parametrize("budget,code,says", [("150", 0, "the stock model already runs in 100.0 ms"),
+                                              ("20", 3, "no setting meets --budget-latency-ms 20")])
+def test_latency_budget_met_by_the_stock_model_or_by_nothing(tiny, tmp_path, monkeypatch, capsys,
+                                                              budget, code, says):
+    monkeypatch.setattr(autotune.Tuner, "latency", fake_latency())
+    monkeypatch.setattr(autotune.Tuner, "latency_calls", [], raising=False)
+    work = tmp_path / "work"
+    assert autotune.main(argv(tiny, work, "--budget-latency-ms", budget)) == code
+    assert says in capsys.readouterr().err
+    assert not osp.exists(work)
+
+
+def test_latency_is_measured_interleaved_with_the_stock_model_and_cached(tiny, monkeypatch):
+    from expedite_mm.utils import benchmark as bench
+    tuner, settings = tuner_for(tiny["config"], repeat=2)
+    rounds = []
+    original = bench.benchmark
+
+    def counting(models, *args, **kwargs):
+        rounds.append(sorted(models))
+        return original(models, *args, **kwargs)
+    monkeypatch.setattr(bench, "benchmark", counting)
+    first = tuner.latency(settings[0])
+    assert rounds == [["candidate", "stock"]]
+    assert first["latency_ms"] > 0 and first["stock_ms"] > 0
+    assert first["latency_ratio"] == pytest.approx(first["latency_ms"] / first["stock_ms"])
+    assert tuner.latency(settings[0]) == first and len(rounds) == 1       # cached

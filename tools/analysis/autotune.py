@@ -121,7 +121,7 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="your config (stock or expedited backbone)")
     parser.add_argument("checkpoint", help="its weights: a path or URL")
-    budget = parser.add_mutually_exclusive_group(required=True)
+    budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--budget-gflops", type=_ratio, metavar="RATIO",
                         help="GFLOPs of the expedited model / the stock model, in (0, 1)")
     budget.add_argument("--budget-latency-ms", type=float, metavar="MS",
@@ -199,7 +199,9 @@ def parse_args(argv=None):
         if args.images or args.budget_latency_ms is not None:
             parser.error("--validate needs the config's labelled test set (--val N) and a "
                          "GFLOPs budget")
-        args.budget_gflops = max(args.validate_budgets + [args.budget_gflops])
+        args.budget_gflops = max(args.validate_budgets + [args.budget_gflops or 0])
+    elif args.budget_gflops is None and args.budget_latency_ms is None:
+        parser.error("give a budget: --budget-gflops RATIO or --budget-latency-ms MS")
     if args.images is None and args.val is None:
         args.val = 20
     args.work_dir = osp.abspath(args.work_dir)
@@ -1454,6 +1456,9 @@ def _search(args, tuner: Tuner, user_cfg, settings, latency_mode, stock_latency,
         raise AutotuneError(f"the chosen setting counts {verified['cost']:.4f} > budget "
                             f"{budget:g} (the FLOP model was off); rerun with the same work "
                             f"dir", EXIT_BUDGET)
+    if latency_mode and verified["latency_ms"] > budget:
+        raise AutotuneError(f"the chosen setting, {chosen.label()}, measured "
+                            f"{verified['latency_ms']:.1f} ms > {budget:g} ms", EXIT_BUDGET)
     rows = _rows(tuner, settings, flops, candidates, measured, chosen, cost, budget, latency_mode,
                  stock_latency)
     measure = tuner.agreement.name

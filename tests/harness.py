@@ -70,6 +70,50 @@ def assert_stock_fallback_once(stock, ours, x):
     assert all(torch.equal(a, b) for a, b in zip(out, expected))
 
 
+# --------------------------------------------------------------------------- a tiny Segmenter
+TINY_SEGMENTER = """
+default_scope = 'mmseg'
+{imports}crop_size = (96, 96)
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5] * 3, std=[127.5] * 3,
+                           bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=crop_size),
+    backbone=dict(type={backbone!r}, img_size=crop_size, patch_size=8, embed_dims=32,
+                  num_layers=4, num_heads=2, mlp_ratio=2, final_norm=True, out_indices=(3,),
+                  norm_cfg=dict(type='LN', eps=1e-6){expedite}),
+    decode_head=dict(type='SegmenterMaskTransformerHead', in_channels=32, channels=32,
+                     num_classes=150, num_layers=1, num_heads=2, embed_dims=32,
+                     dropout_ratio=0.0, loss_decode=dict(type='CrossEntropyLoss')),
+    test_cfg={test_cfg})
+test_pipeline = [dict(type='LoadImageFromFile'),
+                 dict(type='Resize', scale=(128, 96), keep_ratio=True),
+                 dict(type='LoadAnnotations', reduce_zero_label=True),
+                 dict(type='PackSegInputs')]
+test_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                       sampler=dict(type='DefaultSampler', shuffle=False),
+                       dataset=dict(type='ADE20KDataset', data_root={data_root!r},
+                                    data_prefix=dict(img_path='images/validation',
+                                                     seg_map_path='annotations/validation'),
+                                    pipeline=test_pipeline))
+test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_cfg = dict(type='TestLoop')
+env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
+log_level = 'WARNING'
+"""
+
+
+def tiny_segmenter_config(data_root, stock=False, test_cfg="dict(mode='whole')"):
+    """A Segmenter config with a 4-layer ViT (patch 8, 96 x 96 crops: 12 x 12 tokens) on an
+    ADE20K layout at ``data_root``: ``ExpeditedViT`` (alpha 1, 6 x 6 centres) importing
+    expedite_mm, or with ``stock`` mmseg's own ``VisionTransformer`` and no import."""
+    return TINY_SEGMENTER.format(
+        data_root=str(data_root), test_cfg=test_cfg,
+        imports="" if stock else
+        "custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)\n",
+        backbone="VisionTransformer" if stock else "ExpeditedViT",
+        expedite="" if stock else ", cluster_after=1, cluster_grid=(6, 6)")
+
+
 # --------------------------------------------------------------------------- ADE20K
 def _photos():
     from skimage import data

@@ -12,41 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness import ROOT, load_tool, relabel_from_predictions, run_test_tool, write_ade20k
+from harness import (ROOT, load_tool, relabel_from_predictions, run_test_tool,
+                     tiny_segmenter_config, write_ade20k)
 
 autotune = load_tool("tools/analysis/autotune.py")
-
-# a stock mmseg config (VisionTransformer + Segmenter head): the tool maps it to ours
-TINY_SEG = """
-default_scope = 'mmseg'
-crop_size = (96, 96)
-model = dict(
-    type='EncoderDecoder',
-    data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5] * 3, std=[127.5] * 3,
-                           bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=crop_size),
-    backbone=dict(type='VisionTransformer', img_size=crop_size, patch_size=8, embed_dims=32,
-                  num_layers=4, num_heads=2, mlp_ratio=2, final_norm=True, out_indices=(3,),
-                  with_cls_token=True, norm_cfg=dict(type='LN', eps=1e-6)),
-    decode_head=dict(type='SegmenterMaskTransformerHead', in_channels=32, channels=32,
-                     num_classes=150, num_layers=1, num_heads=2, embed_dims=32,
-                     dropout_ratio=0.0, loss_decode=dict(type='CrossEntropyLoss')),
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=crop_size))
-test_pipeline = [dict(type='LoadImageFromFile'),
-                 dict(type='Resize', scale=(128, 96), keep_ratio=True),
-                 dict(type='LoadAnnotations', reduce_zero_label=True),
-                 dict(type='PackSegInputs')]
-test_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
-                       sampler=dict(type='DefaultSampler', shuffle=False),
-                       dataset=dict(type='ADE20KDataset', data_root={data_root!r},
-                                    data_prefix=dict(img_path='images/validation',
-                                                     seg_map_path='annotations/validation'),
-                                    pipeline=test_pipeline))
-test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-test_cfg = dict(type='TestLoop')
-env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
-log_level = 'WARNING'
-"""
-
 
 # a stock mmseg Swin (stage 2: 6 blocks, one 6 x 6 window at 96 x 96) with an FCN head
 TINY_SWIN = """
@@ -91,7 +60,9 @@ def tiny(tmp_path_factory):
     from expedite_mm.utils.config import as_expedited, build_model, load_config
     root = tmp_path_factory.mktemp("autotune")
     config = root / "tiny_seg.py"
-    config.write_text(TINY_SEG.format(data_root=str(root / "ade")))
+    # a stock mmseg config (VisionTransformer + Segmenter head): the tool maps it to ours
+    config.write_text(tiny_segmenter_config(root / "ade", stock=True, test_cfg=(
+        "dict(mode='slide', crop_size=crop_size, stride=crop_size)")))
     (root / "tiny_swin.py").write_text(TINY_SWIN)
     (root / "tiny_sam.py").write_text(TINY_SAM)
     torch.manual_seed(0)
@@ -315,15 +286,17 @@ def test_windowed_backbone_end_to_end(tiny, tmp_path):
     assert backbone.cluster_after == int(chosen["alpha"])
 
 
-@pytest.mark.parametrize("which,families", [("config", ["clustering", "tome"]),
-                                            ("swin", ["clustering", "avgpool"]),
-                                            ("sam", ["clustering"])])
-def test_flop_model_matches_real_counts(tiny, which, families):
+@pytest.mark.parametrize("which,families,alphas,ratios", [
+    ("config", ["clustering", "tome"], None, [0.5, 0.8]),
+    ("swin", ["clustering", "avgpool"], [1, 3, 5], [0.5]),
+    ("sam", ["clustering"], None, [0.5, 0.8])])
+def test_flop_model_matches_real_counts(tiny, which, families, alphas, ratios):
     """Every setting's FLOPs as the tool derives them from one count per chain (plain ViTs:
     a stubbed count of the clustered layers; others: a count at the smallest alpha) equal
     the setting's own fvcore count, for both placements, a baseline family, a windowed
     backbone and SAM's encoder (windowed and global layers)."""
-    tuner, settings = tuner_for(tiny[which], families=families)
+    tuner, settings = tuner_for(tiny[which], families=families, alphas=alphas,
+                                grid_ratios=ratios)
     tuner.prepare_chains(settings)
     derived = {s: tuner.flops(s) for s in settings}
     # the stock model, and one stubbed count per chain (ViT) or two (smallest and largest
@@ -334,7 +307,7 @@ def test_flop_model_matches_real_counts(tiny, which, families):
         assert {s.placement for s in settings} == {"logits", "backbone"}
         assert len(settings) == 3 * 2 * 2 + 3 * 2
     elif which == "swin":
-        assert {s.window for s in settings} == {3, 5} and tuner.structure.window_size == 6
+        assert {s.window for s in settings} == {3} and tuner.structure.window_size == 6
     else:
         assert tuner.structure.window_size == 6 and tuner.structure.depth == 6
     for s in settings:

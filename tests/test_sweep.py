@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import load_tool, write_ade20k
+from harness import load_tool, tiny_segmenter_config, write_ade20k
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SEGMENTER_L = osp.join(ROOT, "configs/segmenter/segmenter_vit-l_expedite-a10-28x28_ade20k-640x640.py")
@@ -16,42 +16,10 @@ SEGMENTER_L = osp.join(ROOT, "configs/segmenter/segmenter_vit-l_expedite-a10-28x
 
 sweep = load_tool("tools/analysis/sweep.py")
 
-TINY = """
-default_scope = 'mmseg'
-custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
-crop_size = (96, 96)
-model = dict(
-    type='EncoderDecoder',
-    data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5] * 3, std=[127.5] * 3,
-                           bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=crop_size),
-    backbone=dict(type='ExpeditedViT', img_size=crop_size, patch_size=8, embed_dims=32,
-                  num_layers=4, num_heads=2, mlp_ratio=2, final_norm=True, out_indices=(3,),
-                  norm_cfg=dict(type='LN', eps=1e-6), cluster_after=1, cluster_grid=(6, 6)),
-    decode_head=dict(type='SegmenterMaskTransformerHead', in_channels=32, channels=32,
-                     num_classes=150, num_layers=1, num_heads=2, embed_dims=32,
-                     dropout_ratio=0.0, loss_decode=dict(type='CrossEntropyLoss')),
-    test_cfg=dict(mode='whole'))
-test_pipeline = [dict(type='LoadImageFromFile'),
-                 dict(type='Resize', scale=(128, 96), keep_ratio=True),
-                 dict(type='LoadAnnotations', reduce_zero_label=True),
-                 dict(type='PackSegInputs')]
-test_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
-                       sampler=dict(type='DefaultSampler', shuffle=False),
-                       dataset=dict(type='ADE20KDataset', data_root={data_root!r},
-                                    data_prefix=dict(img_path='images/validation',
-                                                     seg_map_path='annotations/validation'),
-                                    pipeline=test_pipeline))
-test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-test_cfg = dict(type='TestLoop')
-env_cfg = dict(cudnn_benchmark=False, dist_cfg=dict(backend='gloo'))
-log_level = 'WARNING'
-"""
-
-
 @pytest.fixture
 def tiny_config(tmp_path):
     path = tmp_path / "tiny_vit.py"
-    path.write_text(TINY.format(data_root=str(tmp_path / "ade")))
+    path.write_text(tiny_segmenter_config(tmp_path / "ade"))
     return str(path)
 
 

@@ -175,21 +175,20 @@ def parse_args(argv=None):
                              "the stock model's output of layer alpha, which is the same)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    if args.shape is not None and len(args.shape) not in (1, 2):
-        parser.error("--shape takes H W or one size")
-    if args.budget_latency_ms is not None and not args.budget_latency_ms > 0:
-        parser.error("--budget-latency-ms must be > 0")
-    for name in ("first_images", "repeat"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.eta < 2:
-        parser.error("--eta must be >= 2")
-    if args.val is not None and args.val < 1:
-        parser.error("--val must be >= 1")
-    if any(not 0 < r < 1 for r in args.grid_ratios + args.keep_rates):
-        parser.error("--grid-ratios and --keep-rates take values in (0, 1)")
-    if any(r < 1 for r in args.tome_r) or (args.alphas and any(a < 0 for a in args.alphas)):
-        parser.error("--tome-r must be >= 1 and --alphas >= 0")
+    problems = [
+        (args.shape is not None and len(args.shape) not in (1, 2), "--shape takes H W or one size"),
+        (args.budget_latency_ms is not None and not args.budget_latency_ms > 0,
+         "--budget-latency-ms must be > 0"),
+        (args.first_images < 1 or args.repeat < 1, "--first-images and --repeat must be >= 1"),
+        (args.eta < 2, "--eta must be >= 2"),
+        (args.val is not None and args.val < 1, "--val must be >= 1"),
+        (any(not 0 < r < 1 for r in args.grid_ratios + args.keep_rates),
+         "--grid-ratios and --keep-rates take values in (0, 1)"),
+        (any(r < 1 for r in args.tome_r) or any(a < 0 for a in args.alphas or []),
+         "--tome-r must be >= 1 and --alphas >= 0")]
+    for bad, message in problems:
+        if bad:
+            parser.error(message)
     args.families = [f.strip() for f in args.families.split(",") if f.strip()]
     unknown = [f for f in args.families if f not in FAMILIES]
     if unknown or not args.families:
@@ -1491,7 +1490,7 @@ def _search(args, tuner: Tuner, user_cfg, settings, latency_mode, stock_latency,
                      lambda tmp: _dump_json(tmp, summary["validation"]))
     write_atomic(osp.join(args.work_dir, "autotune.json"), lambda tmp: _dump_json(tmp, summary))
     config_path = osp.join(args.work_dir, "autotune_config.py")
-    write_atomic(config_path, lambda tmp: open(tmp, "w").write(text))
+    write_atomic(config_path, lambda tmp: _write_text(tmp, text))
 
     shown = sorted((r for r in rows if r.get("agreement") is not None),
                    key=lambda r: (r.get(x) is None, r.get(x) or 0))
@@ -1508,6 +1507,11 @@ def _search(args, tuner: Tuner, user_cfg, settings, latency_mode, stock_latency,
           f"({tuner.cache.hits} cache hits); wrote {config_path}, autotune.csv, "
           f"autotune.png, autotune.json in {args.work_dir}")
     return 0
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def _dump_json(path: str, value: Any) -> None:

@@ -34,6 +34,27 @@ test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(128,
                  keep_ratio=True), dict(type='PackSegInputs')]
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 """
+# a Segmenter on DPT's hybrid ViT (a small BiT ResNet, then 4 ViT layers on its stride-16
+# map: 8 x 8 tokens at 128 x 128)
+TINY_HYBRID = """
+default_scope = 'mmseg'
+custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5] * 3, std=[127.5] * 3,
+                           bgr_to_rgb=True, size=(128, 128)),
+    backbone=dict(type='HybridViT', resnet_depths=(1, 1, 1), resnet_channels=(16, 32, 64),
+                  resnet_stem_channels=8, resnet_num_groups=4, resnet_out_indices=(),
+                  img_size=128, embed_dims=32, num_layers=4, num_heads=2, mlp_ratio=2,
+                  out_indices=(3,), final_norm=True),
+    decode_head=dict(type='SegmenterMaskTransformerHead', in_channels=32, channels=32,
+                     num_classes=5, num_layers=1, num_heads=2, embed_dims=32,
+                     dropout_ratio=0.0, loss_decode=dict(type='CrossEntropyLoss')),
+    test_cfg=dict(mode='whole'))
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(128, 128)),
+                 dict(type='PackSegInputs')]
+test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+"""
 # SAM's image encoder, tiny: windows of 6, global attention in layers 3 and 6
 TINY_SAM = """
 default_scope = 'mmseg'
@@ -65,6 +86,7 @@ def tiny(tmp_path_factory):
         "dict(mode='slide', crop_size=crop_size, stride=crop_size)")))
     (root / "tiny_swin.py").write_text(TINY_SWIN)
     (root / "tiny_sam.py").write_text(TINY_SAM)
+    (root / "tiny_hybrid.py").write_text(TINY_HYBRID)
     torch.manual_seed(0)
     cfg, _ = as_expedited(load_config(str(config)))
     checkpoint = root / "tiny.pth"
@@ -77,7 +99,7 @@ def tiny(tmp_path_factory):
                     cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)[..., ::-1])
     return {"root": root, "config": str(config), "checkpoint": str(checkpoint),
             "images": str(images), "swin": str(root / "tiny_swin.py"),
-            "sam": str(root / "tiny_sam.py")}
+            "sam": str(root / "tiny_sam.py"), "hybrid": str(root / "tiny_hybrid.py")}
 
 
 def argv(tiny, work, *extra):
@@ -260,41 +282,50 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny, tuned, tmp_path, monk
 
 
 @pytest.mark.slow
-def test_windowed_backbone_end_to_end(tiny, tmp_path):
-    """A stock Swin config: the search runs over alpha in stage 2 and the clustered window
-    size; the written config is an ExpeditedSwin within the budget."""
+@pytest.mark.parametrize("which", ["swin", "hybrid"])
+def test_other_backbones_end_to_end(tiny, tmp_path, capsys, which):
+    """A stock Swin config (alpha in stage 2, the clustered window size) and a Segmenter
+    on DPT's hybrid ViT (the ResNet before the ViT; replaying the stock layers gives the
+    full model's prediction): the written config is ours, within the budget."""
     from mmengine.config import Config
 
     from expedite_mm.utils.config import as_expedited, build_model, load_config
     torch.manual_seed(0)
-    cfg, _ = as_expedited(load_config(tiny["swin"]))
-    checkpoint = tmp_path / "swin.pth"
+    cfg, _ = as_expedited(load_config(tiny[which]))
+    checkpoint = tmp_path / "weights.pth"
     torch.save({"state_dict": build_model(cfg).state_dict()}, checkpoint)
     work = tmp_path / "work"
-    code = autotune.main([tiny["swin"], str(checkpoint), "--images", tiny["images"],
+    code = autotune.main([tiny[which], str(checkpoint), "--images", tiny["images"],
                           "--work-dir", str(work), "--budget-gflops", "0.9", "--quiet",
                           "--grid-ratios", "0.5", "0.7", "--first-images", "2"])
     assert code == 0
+    assert "note:" not in capsys.readouterr().err
     rows = read_csv(work / "autotune.csv")
-    assert {r["window"] for r in rows[1:]} == {"3", "4"}
-    assert {r["alpha"] for r in rows[1:]} == {"1", "2", "3", "4", "5"}
     chosen = next(r for r in rows if r["chosen"] == "1")
     assert float(chosen["gflops_ratio"]) <= 0.9
     backbone = Config.fromfile(str(work / "autotune_config.py")).model.backbone
-    assert backbone.type == "ExpeditedSwin"
-    assert backbone.clustered_window_size == int(chosen["window"])
     assert backbone.cluster_after == int(chosen["alpha"])
+    if which == "swin":
+        assert {r["window"] for r in rows[1:]} == {"3", "4"}
+        assert {r["alpha"] for r in rows[1:]} == {"1", "2", "3", "4", "5"}
+        assert backbone.type == "ExpeditedSwin"
+        assert backbone.clustered_window_size == int(chosen["window"])
+    else:
+        assert {r["grid_hw"] for r in rows[1:]} == {"4x4", "6x6"}
+        assert backbone.type == "ExpeditedHybridViT"
+        assert tuple(backbone.cluster_grid) == tuple(int(v) for v in chosen["grid_hw"].split("x"))
 
 
 @pytest.mark.parametrize("which,families,alphas,ratios", [
     ("config", ["clustering", "tome"], None, [0.5, 0.8]),
     ("swin", ["clustering", "avgpool"], [1, 3, 5], [0.5]),
-    ("sam", ["clustering"], None, [0.5, 0.8])])
+    ("sam", ["clustering"], None, [0.5, 0.8]),
+    ("hybrid", ["clustering", "evit"], None, [0.5])])
 def test_flop_model_matches_real_counts(tiny, which, families, alphas, ratios):
     """Every setting's FLOPs as the tool derives them from one count per chain (plain ViTs:
     a stubbed count of the clustered layers; others: a count at the smallest alpha) equal
-    the setting's own fvcore count, for both placements, a baseline family, a windowed
-    backbone and SAM's encoder (windowed and global layers)."""
+    the setting's own fvcore count, for both placements, baseline families, a windowed
+    backbone, SAM's encoder (windowed and global layers) and DPT's hybrid ViT."""
     tuner, settings = tuner_for(tiny[which], families=families, alphas=alphas,
                                 grid_ratios=ratios)
     tuner.prepare_chains(settings)
@@ -302,17 +333,20 @@ def test_flop_model_matches_real_counts(tiny, which, families, alphas, ratios):
     # the stock model, and one stubbed count per chain (ViT) or two (smallest and largest
     # alpha)
     chains = {s.chain for s in settings}
-    assert tuner.flop_counts == 1 + len(chains) * (1 if which == "config" else 2)
+    assert tuner.flop_counts == 1 + len(chains) * (1 if which in ("config", "hybrid") else 2)
+    if which == "hybrid":               # DPT's hybrid: its head reads several taps
+        assert {s.placement for s in settings} == {"backbone"}
+        assert tuner.structure.token_grid == (8, 8)
     if which == "config":
         assert {s.placement for s in settings} == {"logits", "backbone"}
         assert len(settings) == 3 * 2 * 2 + 3 * 2
     elif which == "swin":
         assert {s.window for s in settings} == {3} and tuner.structure.window_size == 6
-    else:
+    elif which == "sam":
         assert tuner.structure.window_size == 6 and tuner.structure.depth == 6
     for s in settings:
         if derived[s]["flops"] == "counted":          # a chain's own count
-            assert which != "config"
+            assert which not in ("config", "hybrid")
             assert s.alpha in (tuner.chain_alphas[s.chain][0], tuner.chain_alphas[s.chain][-1])
             continue
         counted = tuner._count(s)

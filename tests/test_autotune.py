@@ -55,6 +55,17 @@ test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(128,
                  dict(type='PackSegInputs')]
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 """
+# a SWAG-style mmpretrain classifier, tiny: 8 x 8 tokens at 64 x 64
+TINY_CLASSIFIER = """
+_base_ = {swag!r}
+model = dict(backbone=dict(_delete_=True, type='VisionTransformer', out_type='cls_token',
+                           arch=dict(embed_dims=32, num_layers=4, num_heads=2,
+                                     feedforward_channels=64), img_size=64, patch_size=8),
+             head=dict(in_channels=32, num_classes=10))
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='ResizeEdge', scale=64, edge='short'),
+                 dict(type='CenterCrop', crop_size=64), dict(type='PackInputs')]
+test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+"""
 # SAM's image encoder, tiny: windows of 6, global attention in layers 3 and 6
 TINY_SAM = """
 default_scope = 'mmseg'
@@ -87,6 +98,8 @@ def tiny(tmp_path_factory):
     (root / "tiny_swin.py").write_text(TINY_SWIN)
     (root / "tiny_sam.py").write_text(TINY_SAM)
     (root / "tiny_hybrid.py").write_text(TINY_HYBRID)
+    (root / "tiny_classifier.py").write_text(TINY_CLASSIFIER.format(swag=osp.join(
+        ROOT, "configs/swag/vit-large-p16_swag-pre_3rdparty_in1k-512px.py")))
     torch.manual_seed(0)
     cfg, _ = as_expedited(load_config(str(config)))
     checkpoint = root / "tiny.pth"
@@ -99,7 +112,8 @@ def tiny(tmp_path_factory):
                     cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA)[..., ::-1])
     return {"root": root, "config": str(config), "checkpoint": str(checkpoint),
             "images": str(images), "swin": str(root / "tiny_swin.py"),
-            "sam": str(root / "tiny_sam.py"), "hybrid": str(root / "tiny_hybrid.py")}
+            "sam": str(root / "tiny_sam.py"), "hybrid": str(root / "tiny_hybrid.py"),
+            "classifier": str(root / "tiny_classifier.py")}
 
 
 def argv(tiny, work, *extra):
@@ -282,11 +296,12 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny, tuned, tmp_path, monk
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["swin", "hybrid"])
+@pytest.mark.parametrize("which", ["swin", "hybrid", "classifier"])
 def test_other_backbones_end_to_end(tiny, tmp_path, capsys, which):
-    """A stock Swin config (alpha in stage 2, the clustered window size) and a Segmenter
-    on DPT's hybrid ViT (the ResNet before the ViT; replaying the stock layers gives the
-    full model's prediction): the written config is ours, within the budget."""
+    """A stock Swin config (alpha in stage 2, the clustered window size), a Segmenter on
+    DPT's hybrid ViT (the ResNet before the ViT; replaying the stock layers gives the full
+    model's prediction), and a classification ViT with EViT's keep rate and ToMe's r as
+    families: the written config is ours, within the budget."""
     from mmengine.config import Config
 
     from expedite_mm.utils.config import as_expedited, build_model, load_config
@@ -295,15 +310,30 @@ def test_other_backbones_end_to_end(tiny, tmp_path, capsys, which):
     checkpoint = tmp_path / "weights.pth"
     torch.save({"state_dict": build_model(cfg).state_dict()}, checkpoint)
     work = tmp_path / "work"
+    families = "clustering,evit,tome" if which == "classifier" else "clustering"
     code = autotune.main([tiny[which], str(checkpoint), "--images", tiny["images"],
                           "--work-dir", str(work), "--budget-gflops", "0.9", "--quiet",
-                          "--grid-ratios", "0.5", "0.7", "--first-images", "2"])
+                          "--grid-ratios", "0.5", "0.7", "--first-images", "2",
+                          "--families", families, "--keep-rates", "0.5", "0.7",
+                          "--tome-r", "8", "16"])
     assert code == 0
     assert "note:" not in capsys.readouterr().err
     rows = read_csv(work / "autotune.csv")
     chosen = next(r for r in rows if r["chosen"] == "1")
     assert float(chosen["gflops_ratio"]) <= 0.9
     backbone = Config.fromfile(str(work / "autotune_config.py")).model.backbone
+    if which == "classifier":
+        assert rows[1]["agreement_measure"] == "" and chosen["agreement_measure"] == "top-1"
+        assert {(r["family"], r["keep_rate"] or r["r"]) for r in rows[1:]
+                if r["family"] != "clustering"} == {("evit", "0.5"), ("evit", "0.7"),
+                                                    ("tome", "8"), ("tome", "16")}
+        assert backbone.type == "ExpeditedVisionTransformer"
+        if chosen["family"] == "clustering":
+            assert backbone.layerwise_reducer is None and backbone.cluster_after == int(chosen["alpha"])
+        else:
+            assert backbone.get("cluster_after") is None
+            assert backbone.layerwise_reducer.type == {"evit": "EViT", "tome": "ToMe"}[chosen["family"]]
+        return
     assert backbone.cluster_after == int(chosen["alpha"])
     if which == "swin":
         assert {r["window"] for r in rows[1:]} == {"3", "4"}

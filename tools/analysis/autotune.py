@@ -514,7 +514,8 @@ def apply_setting(cfg, setting: Setting):
     if "reconstruct_after" in backbone:
         backbone["reconstruct_after"] = None        # reconstruct at the default place
     if setting.keep_rate is not None or setting.r is not None:
-        backbone["cluster_after"] = None
+        if "cluster_after" in backbone:
+            backbone["cluster_after"] = None
         backbone["layerwise_reducer"] = (dict(type="EViT", keep_rate=setting.keep_rate)
                                          if setting.keep_rate is not None
                                          else dict(type="ToMe", r=setting.r))

@@ -224,12 +224,12 @@ def default_input_shape(cfg: Config) -> Tuple[int, int]:
     size = (cfg.model.get("data_preprocessor") or {}).get("size")
     if size:
         return tuple(size)
-    crops = [step["crop_size"] for step in _test_pipeline(cfg)
+    crops = [step["crop_size"] for step in inference_pipeline(cfg)
              if step.get("type") in ("CenterCrop", "mmcv.CenterCrop") and step.get("crop_size")]
     if crops:   # mmcv's crop_size is (w, h) or an int
         crop = crops[-1]
         return (crop, crop) if isinstance(crop, int) else (crop[1], crop[0])
-    for step in _test_pipeline(cfg):
+    for step in inference_pipeline(cfg):
         if step.get("type") in ("Resize", "mmdet.Resize", "RandomResize") and step.get("scale"):
             scale = step["scale"]
             if isinstance(scale, int):
@@ -242,7 +242,8 @@ def default_input_shape(cfg: Config) -> Tuple[int, int]:
     raise ValueError("cannot infer the input shape from the config; pass --shape H W")
 
 
-def _test_pipeline(cfg: Config) -> List[dict]:
+def inference_pipeline(cfg: Config) -> List[dict]:
+    """The steps of the config's test pipeline (through dataset wrappers)."""
     loader = cfg.get("test_dataloader") or {}
     dataset = loader.get("dataset") or {}
     while "pipeline" not in dataset and "dataset" in dataset:   # wrappers

@@ -27,17 +27,20 @@ What it does.
    reconstruction; ``evit`` / ``tome``: the baselines at the same token budget, or their
    keep rate / r in a classification ViT), and both placements of the reconstruction
    where the config's head allows the logits one.
-2. FLOPs first: fvcore counts each (family, placement, size) once, at its smallest alpha;
-   the other alphas follow exactly from the per-layer counts (layers before alpha run at
-   full resolution, as in the stock count). Settings over the budget are dropped, and so
-   is every setting that a feasible one dominates (the same setting with a later alpha
-   or a larger grid also fits), unless ``--all-feasible``.
+2. FLOPs first, each counted once (cached): per chain (family, placement, size; alpha
+   free) one fvcore count, of the clustered layers only for plain ViTs (the layers before
+   alpha replaced by stubs), at the smallest and largest alpha for windowed backbones;
+   every alpha then follows from the per-layer counts (the layers before alpha are the
+   stock ones). Settings over the budget are dropped, and so is every setting that a
+   feasible one dominates (the same setting with a later alpha or a larger grid also
+   fits), unless ``--all-feasible``.
 3. Agreement, no labels: the stock model runs once per image (cached); each candidate's
    prediction is scored against it (mIoU of the argmax for segmentation, PQ for panoptic,
    mask PQ for instances, 1-AbsRel for depth, top-1 agreement for classification, cosine
    for SAM embeddings; ``expedite_mm.utils.agreement``). Successive halving: every
    candidate on the first ``--first-images`` images, the best 1/eta on eta times as many,
-   ..., the finalists on all images.
+   ..., the finalists on all images. Plain ViTs start from the stock model's recorded
+   output of layer alpha (``--no-stock-reuse``: run every candidate in full).
 4. The choice: the best agreement on all images within the budget, verified by a real
    fvcore count of the written config (latency: measured).
 
@@ -367,8 +370,8 @@ def list_images(folder: str) -> List[str]:
 
 
 def _test_pipeline_without_annotations(cfg) -> List[dict]:
-    from expedite_mm.utils.config import _test_pipeline
-    return [step for step in _test_pipeline(cfg)
+    from expedite_mm.utils.config import inference_pipeline
+    return [step for step in inference_pipeline(cfg)
             if "Annotation" not in str(step.get("type", ""))]
 
 
@@ -445,13 +448,13 @@ def probe_structure(cfg, model, shape) -> Structure:
     if kind == "sam":
         sizes = [getattr(layer, "window_size", 0) for layer in backbone.layers]
         return Structure(kind, depth, names, window_size=int(max(sizes)))
-    stride = 1
+    # pixels per token: the patch embedding's stride (DPT's hybrid: after its ResNet's)
+    stride = int(backbone.patch_embed.projection.stride[0])
     if hasattr(backbone, "resnet"):
-        stride *= int(backbone.resnet.stride)
-    projection = backbone.patch_embed.projection
-    stride *= int(projection.stride[0])
+        stride *= int(getattr(backbone.resnet, "stride", 16))
     token_grid = (math.ceil(shape[0] / stride), math.ceil(shape[1] / stride))
-    logits_ok = (kind == "vit" and getattr(type(backbone), "logits_placement_supported", False)
+    # (a backbone that turns the logits placement down makes those settings invalid)
+    logits_ok = (kind == "vit" and getattr(type(backbone), "logits_placement_supported", True)
                  and str(cfg.model.get("type")).rpartition(".")[2] in
                  ("EncoderDecoder", "ExpeditedEncoderDecoder"))
     return Structure(kind, depth, names, token_grid=token_grid, logits_ok=logits_ok)

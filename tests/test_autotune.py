@@ -414,6 +414,12 @@ def _error_case(tiny, tmp_path, case):
     elif case == "checkpoint":
         checkpoint = str(tmp_path / "missing.pth")
         match = "no such file"
+    elif case == "dataset":                 # neither --images nor the config's test set
+        config = tmp_path / "elsewhere.py"
+        config.write_text(f"_base_ = {tiny['config']!r}\ntest_dataloader = dict(dataset=dict("
+                          f"data_root={str(tmp_path / 'nowhere')!r}))\n")
+        images = None
+        match = "cannot load the config's test set"
     elif case == "family":
         config = tiny["swin"]
         extra += ["--families", "clustering,evit"]
@@ -421,12 +427,12 @@ def _error_case(tiny, tmp_path, case):
     else:
         extra += ["--alphas", "9"]
         match = "cluster_after must be < 4"
-    return [str(config), str(checkpoint), "--images", str(images), "--work-dir",
-            str(tmp_path / "work"), "--grid-ratios", "0.3", "0.5", *extra], code, match
+    return [str(config), str(checkpoint), *(["--images", str(images)] if images else []),
+            "--work-dir", str(tmp_path / "work"), "--grid-ratios", "0.3", "0.5", *extra], code, match
 
 
 @pytest.mark.parametrize("case", ["empty", "unreadable", "budget", "backbone", "checkpoint",
-                                  "family", "alphas"])
+                                  "dataset", "family", "alphas"])
 def test_bad_input_is_one_line_and_writes_nothing(tiny, tmp_path, capsys, case):
     args, code, match = _error_case(tiny, tmp_path, case)
     assert autotune.main(args + ["--quiet"]) == code

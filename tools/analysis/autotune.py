@@ -723,11 +723,18 @@ class Tuner:
             alphas.sort()
 
     # ------------------------------------------------------------------ latency
-    def latency(self, setting: Setting) -> Optional[Dict[str, float]]:
+    def _latency_key(self, setting: Setting) -> str:
+        return _hash("latency", self.config_id, self.shape, setting.key, self.args.device,
+                     socket.gethostname(), self.args.repeat)
+
+    def measured_latency(self, setting: Setting) -> Optional[Dict[str, float]]:
+        """The latency of ``setting`` if it was measured (never measures)."""
+        return self.cache.get(self._latency_key(setting))
+
+    def latency(self, setting: Setting) -> Dict[str, float]:
         """Median latency (ms) of ``model.predict`` on one synthetic input, interleaved with
         the stock model (cached per machine and device)."""
-        key = _hash("latency", self.config_id, self.shape, setting.key, self.args.device,
-                    socket.gethostname(), self.args.repeat)
+        key = self._latency_key(setting)
         found = self.cache.get(key)
         if found is not None:
             return found
@@ -1657,8 +1664,10 @@ def _rows(tuner, settings, flops, candidates, measured, chosen, cost, budget, la
         if s.grid is not None:
             hw = resolve_grid(s.grid, tuner.structure.token_grid)
             row["grid_hw"] = f"{hw[0]}x{hw[1]}"
-        if latency_mode:
-            row["latency_ms"] = cost(s)
+        measured_ms = tuner.measured_latency(s) if latency_mode else None
+        if measured_ms is not None:
+            row.update(latency_ms=measured_ms["latency_ms"],
+                       latency_ratio=measured_ms["latency_ratio"])
         if s in measured:
             m = measured[s]
             row.update(agreement=m["agreement"], images=m["images"],
@@ -1666,7 +1675,8 @@ def _rows(tuner, settings, flops, candidates, measured, chosen, cost, budget, la
             row["status"] = ("chosen" if s == chosen else
                              "finalist" if m["images"] == n else f"stopped after round {m['round']}")
         elif cost(s) > budget:
-            row["status"] = "over budget"
+            row["status"] = ("over budget (predicted latency)"
+                             if latency_mode and measured_ms is None else "over budget")
         elif s not in candidate_set:
             row["status"] = "dominated (a feasible setting with a later alpha or a larger grid)"
         rows.append(row)

@@ -1404,9 +1404,9 @@ def run(args) -> int:
         cheapest_each.append(smallest)
     costs_known = {s: tuner.flops(s) for s in cheapest_each}
     valid = {s: c for s, c in costs_known.items() if "invalid" not in c}
-    if not valid:
-        raise AutotuneError("no setting of the search space builds: " + "; ".join(
-            sorted({c["invalid"] for c in costs_known.values()})))
+    known = bool(valid)     # (else the other settings are counted below)
+    if not known:
+        valid = {STOCK: {"cost": -math.inf}}
     cheapest = min(valid, key=lambda s: valid[s]["cost"])
     if not latency_mode and valid[cheapest]["cost"] > args.budget_gflops:
         raise AutotuneError(
@@ -1421,7 +1421,7 @@ def run(args) -> int:
             print(f"the stock model already runs in {stock_latency:.1f} ms <= "
                   f"{args.budget_latency_ms:g} ms: nothing to expedite", file=sys.stderr)
             return 0
-        if measured["latency_ms"] > args.budget_latency_ms:
+        if known and measured["latency_ms"] > args.budget_latency_ms:
             raise AutotuneError(
                 f"no setting meets --budget-latency-ms {args.budget_latency_ms:g}: the "
                 f"cheapest by FLOPs, {cheapest.label()}, takes {measured['latency_ms']:.1f} ms "
@@ -1444,6 +1444,9 @@ def _search(args, tuner: Tuner, user_cfg, settings, latency_mode, stock_latency,
     tuner.check_flop_model()
     flops = {s: tuner.flops(s) for s in settings}
     valid_settings = [s for s in settings if "invalid" not in flops[s]]
+    if not valid_settings:
+        raise AutotuneError("no setting of the search space builds: " + "; ".join(
+            sorted({flops[s]["invalid"] for s in settings})))
 
     # 3. the cost of the budget: the FLOP ratio, or the measured latency
     if latency_mode:
@@ -1457,7 +1460,8 @@ def _search(args, tuner: Tuner, user_cfg, settings, latency_mode, stock_latency,
     validation = validate(tuner, valid_settings, cost) if args.validate else None
 
     if chosen is None:
-        raise AutotuneError("no candidate was measured on every image", EXIT_BUDGET)
+        raise AutotuneError(f"no setting meets the budget ({budget:g}"
+                            f"{' ms, measured' if latency_mode else ''})", EXIT_BUDGET)
     # 5. the config, verified by a real count (or the measured latency)
     user_config = args.config
     chosen_cfg = _written_setting(tuner, chosen)

@@ -736,9 +736,12 @@ class Tuner:
         the stock model (cached per machine and device)."""
         key = self._latency_key(setting)
         found = self.cache.get(key)
-        if found is not None:
-            return found
+        if found is None:
+            found = self._measure_latency(setting)
+            self.cache.put(key, found)
+        return found
 
+    def _measure_latency(self, setting: Setting) -> Dict[str, float]:
         from expedite_mm.utils.benchmark import benchmark
         from expedite_mm.utils.config import synthetic_batch
         model = self.build(setting)
@@ -752,7 +755,6 @@ class Tuner:
         record = {"latency_ms": timings["candidate"].median * 1e3,
                   "stock_ms": timings["stock"].median * 1e3}
         record["latency_ratio"] = record["latency_ms"] / record["stock_ms"]
-        self.cache.put(key, record)
         return record
 
     # ------------------------------------------------------------------ predictions
@@ -1211,10 +1213,10 @@ def plot(rows: Sequence[Dict[str, Any]], path: str, x: str, xlabel: str, measure
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    partial = [r for r in rows if r.get("agreement") is not None and r["status"] != "stock"
-               and not r.get("all_images")]
-    full = [r for r in rows if r.get("agreement") is not None and r.get("all_images")
-            and r["status"] != "stock"]
+    shown = [r for r in rows if r.get("agreement") is not None and r.get(x) is not None
+             and r["status"] != "stock"]
+    partial = [r for r in shown if not r.get("all_images")]
+    full = [r for r in shown if r.get("all_images")]
     if partial:
         ax.scatter([r[x] for r in partial], [r["agreement"] for r in partial], s=14,
                    facecolors="none", edgecolors="gray", label="stopped early (fewer images)")
@@ -1222,10 +1224,15 @@ def plot(rows: Sequence[Dict[str, Any]], path: str, x: str, xlabel: str, measure
     for family in families:
         pts = [r for r in full if r["family"] == family]
         ax.scatter([r[x] for r in pts], [r["agreement"] for r in pts], s=22, label=family)
-    front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r[x])
+    front = sorted((r for r in rows if r.get("pareto") and r.get(x) is not None),
+                   key=lambda r: r[x])
     if front:
         ax.step([r[x] for r in front], [r["agreement"] for r in front], where="post",
                 color="black", linewidth=1, label="Pareto front")
+    stock = [r for r in rows if r["status"] == "stock" and r.get(x) is not None]
+    if stock:
+        ax.scatter([stock[0][x]], [stock[0]["agreement"]], marker="x", color="black",
+                   label="stock")
     chosen = [r for r in rows if r.get("chosen")]
     if chosen:
         ax.scatter([chosen[0][x]], [chosen[0]["agreement"]], marker="*", s=180, color="red",

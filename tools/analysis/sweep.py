@@ -352,7 +352,7 @@ class Measurer:
             model.load_state_dict(self.stock.state_dict())
             shape = tuple(default_input_shape(cfg)) if row["reducer"] == DOWNSAMPLE else self.shape
         result: Dict[str, Any] = dict(row)
-        patch = _patch_size(cfg)
+        patch = _token_stride(model)
         if patch:
             tokens_hw = (math.ceil(shape[0] / patch), math.ceil(shape[1] / patch))
             if row["grid"]:
@@ -369,11 +369,17 @@ class Measurer:
         return result
 
 
-def _patch_size(cfg) -> Optional[int]:
-    size = cfg.model.backbone.get("patch_size")
-    if size is None and "ViT" in str(cfg.model.backbone.get("type", "")):
-        return 16
-    return size if isinstance(size, int) else None
+def _token_stride(model) -> Optional[int]:
+    """Pixels per token of a plain (or hybrid: ResNet stride x 1x1 patches) ViT backbone."""
+    backbone = getattr(model, "backbone", None)
+    patch = getattr(backbone, "patch_size", None)
+    if not isinstance(patch, int):      # mmpretrain's ViT keeps it in its patch embedding
+        stride = getattr(getattr(getattr(backbone, "patch_embed", None), "projection", None),
+                         "stride", None)
+        if not stride:
+            return None
+        patch = stride[0]
+    return patch * getattr(getattr(backbone, "resnet", None), "stride", 1)
 
 
 def evaluate(args, cfg, row: Dict[str, str]) -> Dict[str, Any]:

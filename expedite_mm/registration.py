@@ -56,6 +56,7 @@ def register_all_modules() -> Dict[str, List[str]]:
             _registering = True
             try:
                 from .models import REGISTERED
+                _register_missing_parts()
             finally:
                 _registering = False
             _registered = REGISTERED
@@ -63,6 +64,34 @@ def register_all_modules() -> Dict[str, List[str]]:
             if "mmengine" in sys.modules:
                 register_config_package()
         return _registered
+
+
+# what needs mmpretrain besides mmpretrain's own registry: without it these names are
+# registered (into mmseg's and mmdet's MODELS) as placeholders whose construction raises
+# an error naming the pip extra, instead of mmengine's bare "not in the registry"
+NEEDS_MMPRETRAIN = ("ExpeditedSwinV2", "ExpeditedViTSAM", "SAMImageEncoder")
+
+
+def _placeholder(name: str, package: str) -> type:
+    from .utils.compat import EXTRAS, missing_part
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise missing_part(package, EXTRAS[package], f"{name} (expedite-mm)")
+
+    return type(name, (), {"__init__": __init__, "__module__": __name__,
+                           "__doc__": f"{name} needs {package}, which is not installed."})
+
+
+def _register_missing_parts() -> None:
+    if importlib.util.find_spec("mmpretrain") is not None:
+        return
+    for package in ("mmseg", "mmdet"):
+        if importlib.util.find_spec(package) is None:
+            continue
+        registry = importlib.import_module(f"{package}.registry").MODELS
+        for name in NEEDS_MMPRETRAIN:
+            if name not in registry.module_dict:
+                registry.register_module(name=name, module=_placeholder(name, "mmpretrain"))
 
 
 def register_config_package() -> None:

@@ -14,13 +14,16 @@ compares versions itself:
 * :data:`DYNAMO_ONNX_EXPORTER`: ``torch.onnx.export(..., dynamo=True)`` (torch >= 2.5 with
   onnxscript installed); without it the TorchScript exporter is used.
 * :data:`FULLGRAPH_COMPILE`: the operators compile into one graph (``fullgraph=True``).
-* :func:`require_torch`: the error a feature raises on a torch that is too old.
+* :func:`require_torch`: the error a feature raises on a torch that is too old;
+  :func:`import_optional`: the error an optional part raises when its package is missing
+  (naming the pip extra).
 
 Importing this module imports torch only (the operators import it). The last section holds
 the only uses of other libraries' private fields, where they offer no public API.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
 import sys
@@ -93,6 +96,34 @@ def _dynamo_onnx_exporter() -> bool:
 DYNAMO_ONNX_EXPORTER: bool = _dynamo_onnx_exporter()
 
 
+# --------------------------------------------------------------------------- optional parts
+# the pip extra (setup.py) that installs each optional package
+EXTRAS = {"mmseg": "seg", "mmdet": "det", "mmpretrain": "pretrain", "fvcore": "flops",
+          "onnx": "deploy", "onnxruntime": "deploy", "onnxscript": "deploy"}
+
+
+def missing_part(package: str, extra: str, feature: str) -> ModuleNotFoundError:
+    """The error for ``feature`` when ``package`` is not installed: names the pip extra
+    that brings it (setup.py's extras_require)."""
+    error = ModuleNotFoundError(
+        f"{feature} needs {package}, which is not installed: pip install "
+        f"'expedite-mm[{extra}]' (or {package} itself)")
+    error.name = package
+    return error
+
+
+def import_optional(module: str, extra: str, feature: str) -> Any:
+    """``importlib.import_module(module)``; if its top-level package is not installed, the
+    :func:`missing_part` error instead of a bare "No module named ..."."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        package = module.split(".")[0]
+        if (error.name or "").split(".")[0] != package:
+            raise                               # installed, but something inside is missing
+        raise missing_part(package, extra, feature) from error
+
+
 # --------------------------------------------------------------------------- private fields
 # mmengine offers no public API for the two things below; they are used here only, and
 # tests/test_compat.py checks on both stacks that the fields are still what we expect.
@@ -113,5 +144,6 @@ def mark_registry_imported(registry: Any) -> None:
 
 __all__ = ["TORCH_VERSION", "torch_at_least", "require_torch", "is_compiling", "is_exporting",
            "FULLGRAPH_COMPILE", "FULLGRAPH_COMPILE_MIN", "SAFE_GLOBALS_API",
-           "DYNAMO_ONNX_EXPORTER", "DYNAMO_ONNX_EXPORTER_MIN", "checkpoint_schemes",
+           "DYNAMO_ONNX_EXPORTER", "DYNAMO_ONNX_EXPORTER_MIN", "EXTRAS", "missing_part",
+           "import_optional", "checkpoint_schemes",
            "mark_registry_imported"]

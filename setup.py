@@ -34,17 +34,23 @@ EXTRAS["all"] = sorted(set(sum(EXTRAS.values(), [])))
 
 class BuildWithMim(build_py):
     """build_py that also copies configs/ and tools/ into expedite_mm/.mim/ of the build
-    (as mmseg/mmdet ship theirs); the source tree is left as it is."""
+    (as mmseg/mmdet ship theirs); the source tree is left as it is.
+
+    mmengine looks a ``PKG::name`` base up in ``.mim/model-index.yml`` first (model names of
+    metafiles) and takes ``.mim/configs/name`` when the index does not list it; ours lists
+    no metafile, so every ``expedite_mm::<folder>/<config>.py`` is that path."""
 
     def run(self):
         super().run()
+        mim = os.path.join(self.build_lib, "expedite_mm", ".mim")
         for folder in MIM_FOLDERS:
-            source = os.path.join(ROOT, folder)
-            target = os.path.join(self.build_lib, "expedite_mm", ".mim", folder)
+            target = os.path.join(mim, folder)
             if os.path.isdir(target):
                 shutil.rmtree(target)
-            shutil.copytree(source, target,
+            shutil.copytree(os.path.join(ROOT, folder), target,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        with open(os.path.join(mim, "model-index.yml"), "w") as f:
+            f.write("Import: []\n")
 
 
 setup(

@@ -42,6 +42,10 @@ _registered: Optional[Dict[str, List[str]]] = None
 _registering = False
 
 
+def _loaded(name: str) -> bool:
+    return sys.modules.get(name) is not None     # (None: an import of it is blocked)
+
+
 def register_all_modules() -> Dict[str, List[str]]:
     """Register the expedited backbones (and the few modules DPT needs) into the ``MODELS``
     etc. registries of every installed OpenMMLab package (mmseg, mmdet, mmpretrain);
@@ -61,7 +65,7 @@ def register_all_modules() -> Dict[str, List[str]]:
                 _registering = False
             _registered = REGISTERED
             _uninstall()
-            if "mmengine" in sys.modules:
+            if _loaded("mmengine"):
                 register_config_package()
         return _registered
 
@@ -104,9 +108,9 @@ def register_config_package() -> None:
 def activate() -> None:
     """What ``import expedite_mm`` does: register now if an OpenMMLab package (or mmengine)
     is loaded, else once one is imported (module docstring)."""
-    if "mmengine" in sys.modules:
+    if _loaded("mmengine"):
         register_config_package()
-    if any(name in sys.modules for name in TRIGGERS + ("mmengine",)):
+    if any(_loaded(name) for name in TRIGGERS + ("mmengine",)):
         register_all_modules()
     elif any(importlib.util.find_spec(name) is not None for name in TRIGGERS):
         _install()

@@ -3,8 +3,8 @@ a few fixed expedited models -- the ViT logits placement (Segmenter), Swin, Swin
 ViT and DPT's hybrid ViT with its depth head -- with weights and inputs drawn from numpy's
 seeded generator (not torch's, whose init functions may change between versions), run in
 float64, agree with the values recorded on the pinned stack in
-``tests/data/lane_reference.json`` to 1e-4 relative (L2 over a fixed sample of each output
-and over its norm).
+``tests/data/lane_reference.json``: relative L2 over a fixed sample of each output, and
+its norm, within 1e-9 (measured: <= 2e-15; what must hold at least is 1e-4).
 
 Record again (on the pinned stack only, e.g. after an intended change of the numbers)::
 
@@ -25,7 +25,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 REFERENCE = osp.join(ROOT, "tests", "data", "lane_reference.json")
 ADE_A10 = osp.join(ROOT, "configs/segmenter/segmenter_vit-l_expedite-a10-28x28_ade20k-640x640.py")
 SAMPLES = 48           # values recorded per output, at fixed positions
-TOLERANCE = 1e-4       # relative
+TOLERANCE = 1e-9       # relative (measured: <= 2e-15 in float64; the bound asked for is 1e-4)
 
 SEGMENTER = f"""
 _base_ = {ADE_A10!r}
@@ -34,15 +34,20 @@ model = dict(
                   cluster_grid=(6, 7), drop_path_rate=0.0),
     decode_head=dict(in_channels=32, channels=32, num_heads=2, embed_dims=32, num_layers=1))
 """
+# The window backbones with the released rows' reconstruction (L2-normalised weights, ties
+# kept): their padded windows hold identical centres, and with ties='exact' which of the
+# tied centres makes the k is up to torch.topk, whose order among exact ties differs
+# between torch 2.1 and 2.13 (docs/install.md).
+RELEASED = dict(reconstruct_normalize="l2", reconstruct_ties="keep")
 SWIN = dict(type="ExpeditedSwin", embed_dims=16, depths=(1, 1, 4, 1), num_heads=(1, 1, 2, 2),
             window_size=6, mlp_ratio=2, drop_path_rate=0.0, cluster_after=1,
-            clustered_window_size=4, cluster_window=3)
+            clustered_window_size=4, cluster_window=3, **RELEASED)
 SWINV2 = dict(type="ExpeditedSwinV2",
               arch=dict(embed_dims=16, depths=[1, 1, 4, 1], num_heads=[1, 1, 2, 2],
                         extra_norm_every_n_blocks=0),
               window_size=[8, 8, 8, 4], pretrained_window_sizes=[6, 6, 6, 3],
               out_indices=(0, 1, 2, 3), pad_small_map=True, drop_path_rate=0.0,
-              cluster_after=1, clustered_window_size=6, cluster_window=3)
+              cluster_after=1, clustered_window_size=6, cluster_window=3, **RELEASED)
 SAM = dict(type="ExpeditedViTSAM",
            arch=dict(embed_dims=32, num_layers=6, num_heads=2, feedforward_channels=64,
                      global_attn_indexes=[2, 5]),
@@ -67,7 +72,11 @@ DPT = dict(
 CASES = {
     "vit_logits_placement": ("mmseg", None, (1, 3, 160, 144)),
     "swin": ("mmdet", SWIN, (1, 3, 160, 224)),
-    "swinv2": ("mmdet", SWINV2, (1, 3, 224, 224)),
+    # 256 x 256: the expedited stage's 16 x 16 map needs no padding. Padded, its pure-padding
+    # centres are not exactly zero (weighted means with vanishing weights on real tokens),
+    # and SwinV2's cosine attention divides their ~1e-16 keys by max(|k|, 1e-12): rounding
+    # noise that differs between torch builds moves the output by ~3e-5 (docs/install.md).
+    "swinv2": ("mmdet", SWINV2, (1, 3, 256, 256)),
     "sam_vit": ("mmseg", SAM, (1, 3, 160, 160)),
     "dpt_hybrid": ("mmseg", DPT, (1, 3, 75, 101)),
 }

@@ -62,6 +62,7 @@ def test_wheel_ships_configs_tools_license_and_command(wheel):
         shipped = sorted(n[len(f"expedite_mm/.mim/{folder}/"):] for n in names
                          if n.startswith(f"expedite_mm/.mim/{folder}/"))
         assert shipped == _repo_files(folder), folder
+    assert "expedite_mm/.mim/model-index.yml" in names          # mmengine reads it first
     assert any(n.endswith(".dist-info/LICENSE") or "/licenses/LICENSE" in n for n in names)
     assert "expedite-mm = expedite_mm.cli:main" in entry_points
     # the floors are the classic stack's versions (requirements-classic.txt)

@@ -35,6 +35,7 @@ a config names with ``weights_only=False``, and a warning in a long log is easil
 """
 from __future__ import annotations
 
+import _compat_pickle
 import argparse
 import contextlib
 import contextvars
@@ -212,6 +213,12 @@ class RestrictedUnpickler(pickle.Unpickler):
     resolved by torch's own wrapper before ``find_class`` is asked."""
 
     def find_class(self, module: str, name: str) -> Any:
+        # protocol 2 (torch.save's default) names builtins as Python 2 did (__builtin__);
+        # pickle maps them back in the find_class this one replaces
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         dotted = f"{module}.{name}"
         allowed = _restricted_allow_list()
         if dotted in allowed:

@@ -14,6 +14,8 @@ compares versions itself:
 * :data:`DYNAMO_ONNX_EXPORTER`: ``torch.onnx.export(..., dynamo=True)`` (torch >= 2.5 with
   onnxscript installed); without it the TorchScript exporter is used.
 * :data:`FULLGRAPH_COMPILE`: the operators compile into one graph (``fullgraph=True``).
+* :data:`CPU_HALF_BMM`, :func:`profiler_event_ns`: float16 matrix products on the CPU and
+  the profiler's event times, which torch 2.1 lacks / names differently.
 * :func:`require_torch`: the error a feature raises on a torch that is too old;
   :func:`import_optional`: the error an optional part raises when its package is missing
   (naming the pip extra).
@@ -79,6 +81,26 @@ FULLGRAPH_COMPILE_MIN = "2.3"
 FULLGRAPH_COMPILE: bool = torch_at_least(2, 3)
 
 
+# --------------------------------------------------------------------------- kernels, profiler
+def _cpu_half_bmm() -> bool:
+    try:
+        torch.bmm(torch.zeros(1, 1, 1, dtype=torch.float16), torch.zeros(1, 1, 1, dtype=torch.float16))
+    except RuntimeError:                      # torch 2.1: "bmm" not implemented for 'Half'
+        return False
+    return True
+
+
+# float16 matrix products on the CPU (torch 2.1 has none; the ops compute those in float32)
+CPU_HALF_BMM: bool = _cpu_half_bmm()
+
+
+def profiler_event_ns(event: Any) -> int:
+    """Start time of a profiler (kineto) event in ns: ``start_ns()``, or torch 2.1's
+    ``start_us()``."""
+    start_ns = getattr(event, "start_ns", None)
+    return start_ns() if start_ns is not None else 1000 * event.start_us()
+
+
 # --------------------------------------------------------------------------- serialization
 # torch >= 2.6: torch.serialization.safe_globals (a scope), get_safe_globals, entries given
 # as (object, "dotted.name") and weights_only=True by default.
@@ -119,7 +141,11 @@ def import_optional(module: str, extra: str, feature: str) -> Any:
         return importlib.import_module(module)
     except ModuleNotFoundError as error:
         package = module.split(".")[0]
-        if (error.name or "").split(".")[0] != package:
+        try:
+            installed = importlib.util.find_spec(package) is not None
+        except (ImportError, ValueError):
+            installed = False
+        if installed:
             raise                               # installed, but something inside is missing
         raise missing_part(package, extra, feature) from error
 
@@ -143,7 +169,8 @@ def mark_registry_imported(registry: Any) -> None:
 
 
 __all__ = ["TORCH_VERSION", "torch_at_least", "require_torch", "is_compiling", "is_exporting",
-           "FULLGRAPH_COMPILE", "FULLGRAPH_COMPILE_MIN", "SAFE_GLOBALS_API",
+           "FULLGRAPH_COMPILE", "FULLGRAPH_COMPILE_MIN", "CPU_HALF_BMM", "profiler_event_ns",
+           "SAFE_GLOBALS_API",
            "DYNAMO_ONNX_EXPORTER", "DYNAMO_ONNX_EXPORTER_MIN", "EXTRAS", "missing_part",
            "import_optional", "checkpoint_schemes",
            "mark_registry_imported"]

@@ -47,7 +47,8 @@ def test_require_torch_names_the_versions():
 
 def test_missing_optional_package_names_the_pip_extra(monkeypatch):
     import sys
-    monkeypatch.setitem(sys.modules, "fvcore", None)        # as if not installed
+    for name in ("fvcore", "fvcore.nn"):                     # as if not installed
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ModuleNotFoundError, match=r"FLOP counting needs fvcore, which is not "
                                                   r"installed: pip install 'expedite-mm\[flops\]'"):
         compat.import_optional("fvcore.nn", "flops", "FLOP counting")

@@ -12,14 +12,9 @@ torchvision, mmpretrain's registries are made usable for our configs first
 fails to import raises, so a broken environment is not silently ignored.
 """
 import importlib.util
-import warnings
 
 from .expedite import (ClassificationExpediteArgs, ExpediteArgs, ExpediteMixin,
                        WindowExpediteArgs, WindowViTExpediteArgs)
-
-# mmengine 0.10 resolves `mmseg::`/`mmdet::` config bases through pkg_resources, which
-# setuptools (>= 77, needed by torch >= 2.6) deprecates loudly on every lookup; harmless.
-warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 REGISTERED = {}
 

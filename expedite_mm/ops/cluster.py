@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..utils.compat import FULLGRAPH_COMPILE, is_compiling, is_exporting
+
 GridSpec = Union[int, float, Sequence[int]]
 
 # One source of truth for the operators' defaults (docs/method.md) and their validation;
@@ -312,7 +314,7 @@ def _layout(hw: Tuple[int, int], grid: Tuple[int, int], window: int, tile: int,
             device: str) -> _Layout:
     """The index tables for one shape and tile side, on ``device``: constants of the graph
     when traced."""
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+    if is_compiling() or is_exporting():
         return _to_tensors(_layout_arrays(hw, grid, window, tile), device)
     return _layout_tensors(hw, grid, window, tile, device)
 
@@ -320,9 +322,11 @@ def _layout(hw: Tuple[int, int], grid: Tuple[int, int], window: int, tile: int,
 # What ``torch.compiler.assume_constant_result`` does (dynamo treats the results as
 # constants), without importing torch._dynamo with this module: that import costs about a
 # second and installs warning filters process-wide. tests/test_deploy.py checks that the
-# operators still compile without a graph break.
-_layout._dynamo_marked_constant = True
-_plan._dynamo_marked_constant = True
+# operators still compile without a graph break. torch 2.1's dynamo fails on the marked
+# tables (an internal assertion); unmarked, it compiles around them with graph breaks.
+if FULLGRAPH_COMPILE:
+    _layout._dynamo_marked_constant = True
+    _plan._dynamo_marked_constant = True
 
 
 def _by_tile(values: Tensor, index: Tensor, nt: int) -> Tensor:
@@ -549,7 +553,7 @@ class TokenReconstruction(nn.Module):
                 # order of the backend (ONNX Runtime's differs from ours)
                 scale = z.pow(2).sum(-1, keepdim=True) + s.pow(2).sum(-1).amax(-1)[:, None, None]
                 kth = dist[..., -1:] + 8 * torch.finfo(z.dtype).eps * scale
-                if (torch.compiler.is_compiling() or torch.compiler.is_exporting()
+                if (is_compiling() or is_exporting()
                         or torch.onnx.is_in_onnx_export()):
                     dist = relative.masked_fill(relative > kth, math.inf)
                     index = torch.arange(M, device=z.device).expand(B, relative.shape[1], M)
@@ -637,7 +641,7 @@ def weighted_gather(values: Tensor, index: Tensor, weight: Tensor) -> Tensor:
     B, M, C = values.shape
     N, k = index.shape[1:]
     weight = weight.to(values.dtype)
-    if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+    if is_exporting() or torch.onnx.is_in_onnx_export():
         dense = values.new_zeros(B, N, M).scatter_add(2, index, weight)
         return torch.bmm(dense, values)
     flat = (index + torch.arange(B, device=index.device).view(B, 1, 1) * M).reshape(B * N, k)

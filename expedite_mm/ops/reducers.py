@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..utils.compat import CPU_HALF_BMM
 from .cluster import (DEFAULT_WINDOW, ClusterState, GridSpec, TokenClustering,
                       TokenReconstruction, compute_dtype, resolve_grid, validate_choice,
                       validate_grid, validate_window)
@@ -154,6 +155,13 @@ class BilinearReconstruction(nn.Module):
 EVIT_SCORES = ("cls_attention", "norm")
 
 
+def _bmm(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.bmm``; float16 on a CPU without float16 products (torch 2.1) in float32."""
+    if a.dtype == torch.float16 and a.device.type == "cpu" and not CPU_HALF_BMM:
+        return torch.bmm(a.float(), b.float()).to(a.dtype)
+    return torch.bmm(a, b)
+
+
 def keep_top_tokens(tokens: Tensor, score: Tensor, n_keep: int, fuse: bool = False,
                     normalize_fused: bool = True) -> Tuple[Tensor, Tensor]:
     """EViT's selection: the ``n_keep`` tokens of highest ``score``, in their original order.
@@ -173,7 +181,7 @@ def keep_top_tokens(tokens: Tensor, score: Tensor, n_keep: int, fuse: bool = Fal
         if normalize_fused:
             weight = weight / weight.sum(1, keepdim=True).clamp_min(torch.finfo(weight.dtype).tiny)
         others = tokens.gather(1, dropped[..., None].expand(-1, -1, C))
-        fused = torch.bmm(weight[:, None, :].to(tokens.dtype), others)     # (B, 1, C)
+        fused = _bmm(weight[:, None, :].to(tokens.dtype), others)     # (B, 1, C)
         kept = torch.cat([kept, fused], dim=1)
     return kept, index
 
@@ -297,7 +305,7 @@ def bipartite_matching(metric: Tensor, r: int, protect_first: bool = False) -> M
     token first). ``protect_first``: the first token (a class token) is never merged.
     """
     unit = F.normalize(metric, dim=-1)
-    similarity = torch.bmm(unit[:, 0::2], unit[:, 1::2].transpose(1, 2))   # (B, nA, nB)
+    similarity = _bmm(unit[:, 0::2], unit[:, 1::2].transpose(1, 2))   # (B, nA, nB)
     best, match = similarity.max(dim=-1)                                   # (B, nA)
     if protect_first:
         best = torch.cat([torch.full_like(best[:, :1], -math.inf), best[:, 1:]], dim=1)

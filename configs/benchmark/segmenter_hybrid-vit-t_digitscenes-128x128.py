@@ -6,7 +6,8 @@
 #     width 128 (4 heads), so that a model trained from scratch on 2 CPU cores learns digit
 #     identity, not only foreground (a plain ViT-Ti did not, in tens of minutes); 16x16
 #     tokens at 128x128;
-#   * the mask-transformer head on 11 classes, whole-image inference;
+#   * the mask-transformer head on 11 classes (plus a linear auxiliary head during training),
+#     whole-image inference;
 #   * AdamW, poly schedule, DigitScenes pipelines (no flips: they change digits).
 _base_ = 'mmseg::segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py'
 custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
@@ -20,9 +21,9 @@ model = dict(
     backbone=dict(
         _delete_=True,
         type='HybridViT',
-        resnet_depths=(1, 1),
-        resnet_channels=(64, 128),
-        resnet_stem_channels=32,
+        resnet_depths=(2, 4),
+        resnet_channels=(128, 256),
+        resnet_stem_channels=64,
         resnet_num_groups=8,
         resnet_out_indices=(),
         img_size=crop_size,
@@ -35,7 +36,17 @@ model = dict(
         with_cls_token=True,
         interpolate_mode='bicubic'),
     decode_head=dict(
-        in_channels=128, channels=128, embed_dims=128, num_heads=4, num_classes=num_classes),
+        in_channels=128, channels=128, embed_dims=128, num_heads=4, num_classes=num_classes,
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
+                         avg_non_ignore=True)),
+    # a linear auxiliary head on the same map, for training only: from scratch the mask
+    # transformer alone stays at the background prior for hundreds of iterations
+    auxiliary_head=dict(
+        type='FCNHead', in_channels=128, channels=128, num_convs=0, concat_input=False,
+        kernel_size=1, dropout_ratio=0.0, num_classes=num_classes, in_index=-1,
+        norm_cfg=None, align_corners=False,
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4,
+                         avg_non_ignore=True)),
     test_cfg=dict(_delete_=True, mode='whole'))
 
 train_pipeline = [
@@ -79,11 +90,11 @@ max_iters = 2500
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=0.01),
     clip_grad=dict(max_norm=1.0))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=200),
-    dict(type='PolyLR', eta_min=1e-6, power=1.0, by_epoch=False, begin=200, end=max_iters),
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=300),
+    dict(type='PolyLR', eta_min=1e-6, power=1.0, by_epoch=False, begin=300, end=max_iters),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=250)
 default_hooks = dict(

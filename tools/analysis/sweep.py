@@ -96,7 +96,8 @@ def parse_args(argv=None):
     parser.add_argument("--out-dir", default="work_dirs/sweep")
     parser.add_argument("--csv", help="default: OUT_DIR/sweep.csv")
     parser.add_argument("--png", help="default: OUT_DIR/sweep.png")
-    parser.add_argument("--plot-x", choices=("tokens", "gflops", "latency_ms"))
+    parser.add_argument("--plot-x", choices=("tokens", "gflops", "gflops_ratio",
+                                             "backbone_ratio", "latency_ms"))
     parser.add_argument("--plot-y", choices=("metric", "gflops", "gflops_ratio", "latency_ms",
                                              "latency_ratio"))
     parser.add_argument("--reference", help="a CSV of published numbers to draw as dashed "
@@ -469,6 +470,7 @@ def plot(rows: List[Dict[str, str]], path: str, x: Optional[str] = None,
     names = {"tokens": "tokens kept (cluster size h*w)", "gflops": "GFLOPs (fvcore, whole)",
              "backbone_gflops": "backbone GFLOPs (fvcore)", "latency_ms": "latency (ms)",
              "gflops_ratio": "GFLOPs / stock", "latency_ratio": "latency / stock",
+             "backbone_ratio": "backbone GFLOPs / stock",
              "metric": next((r["metric_name"] for r in rows if r.get("metric_name")), "metric")}
     ax.set_xlabel(names[x])
     ax.set_ylabel(names[y])

@@ -2,7 +2,8 @@
 
 Importing this module (``expedite_mm.register_all_modules()``, or a config's
 ``custom_imports=dict(imports=['expedite_mm'])``) registers
-``ExpeditedViT``, ``ExpeditedSwin`` and ``ExpeditedEncoderDecoder`` (the segmentor of the logits placement) into mmseg's
+``ExpeditedViT``, ``ExpeditedBEiT``, ``ExpeditedMAE``, ``ExpeditedSwin`` and
+``ExpeditedEncoderDecoder`` (the segmentor of the logits placement) into mmseg's
 ``MODELS`` when mmseg is installed, with DPT's modules (:mod:`expedite_mm.dpt`);
 ``ExpeditedSwin`` into mmdet's, ``ExpeditedVisionTransformer`` (classification) into
 mmpretrain's, and ``ExpeditedSwinV2``, ``ExpeditedViTSAM`` and ``SAMImageEncoder`` into
@@ -23,10 +24,11 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 REGISTERED = {}
 
 if importlib.util.find_spec("mmseg") is not None:
-    from . import segmentor, vit  # noqa: F401
+    from . import beit, segmentor, vit  # noqa: F401
     from .. import dpt  # noqa: F401  (DPT: hybrid backbone, depth head, KITTI, metric)
     from .swin import register_in as _register_swin
-    REGISTERED["mmseg"] = ["ExpeditedViT", "ExpeditedEncoderDecoder", *_register_swin("mmseg"),
+    REGISTERED["mmseg"] = ["ExpeditedViT", "ExpeditedBEiT", "ExpeditedMAE",
+                           "ExpeditedEncoderDecoder", *_register_swin("mmseg"),
                            "HybridViT", "ExpeditedHybridViT",
                            "DPTDepthHead", "KITTIDepthDataset", "KBCrop", "MonoDepthMetric"]
 

@@ -28,6 +28,9 @@ import torch
 
 GOLDEN = osp.join(osp.dirname(osp.abspath(__file__)), "golden", "outputs.pt")
 DTYPE = torch.float64
+# Sums are split across threads, so the last bits of an output depend on the thread count
+# (and on the CPU's kernels): every case runs with this many threads.
+THREADS = 2
 
 
 # --------------------------------------------------------------------------- helpers
@@ -330,12 +333,28 @@ CASES: Dict[str, Callable[[], List[torch.Tensor]]] = {
 }
 
 
+def run_case(name: str) -> List[torch.Tensor]:
+    """The outputs of case ``name``, computed with :data:`THREADS` threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        return CASES[name]()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def machine() -> Dict[str, str]:
+    """What the bits of an output depend on besides the code."""
+    return {"torch": str(torch.__version__), "cpu": torch.backends.cpu.get_cpu_capability(),
+            "threads": str(THREADS)}
+
+
 def compute(names=None, timings=None) -> Dict[str, List[torch.Tensor]]:
     import time
     out = {}
     for name in names or CASES:
         start = time.perf_counter()
-        out[name] = CASES[name]()
+        out[name] = run_case(name)
         if timings is not None:
             timings[name] = time.perf_counter() - start
     return out
@@ -356,7 +375,7 @@ def record() -> None:
         print(f"{seconds:6.2f} s  {name}")
     stored = {name: [(digest(t), t.float()) for t in tensors] for name, tensors in outputs.items()}
     os.makedirs(osp.dirname(GOLDEN), exist_ok=True)
-    torch.save({"torch": str(torch.__version__), "dtype": str(DTYPE), "outputs": stored}, GOLDEN)
+    torch.save({**machine(), "dtype": str(DTYPE), "outputs": stored}, GOLDEN)
     size = sum(t.numel() * 4 for tensors in outputs.values() for t in tensors)
     print(f"recorded {len(outputs)} cases, {size / 2**20:.2f} MiB of float32 copies -> {GOLDEN}")
 

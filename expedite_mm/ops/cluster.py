@@ -41,7 +41,7 @@ from torch import Tensor, nn
 GridSpec = Union[int, float, Sequence[int]]
 
 # One source of truth for the operators' defaults (docs/method.md) and their validation;
-# the backbones' argument definitions (expedite_mm/models/expedite.py) import these.
+# the backbones' argument definitions (expedite_mm/core/args.py) import these.
 DEFAULT_WINDOW = 5
 DEFAULT_ITERS = 5
 DEFAULT_TEMPERATURE = 50.0

@@ -82,13 +82,13 @@ def test_written_layout_loads_through_mmseg(tmp_path, sources):
 
 
 def test_missing_directory_is_named(tmp_path):
-    from expedite_mm.datasets import DatasetError
+    from expedite_mm.benchmark import DatasetError
     with pytest.raises(DatasetError, match="img_dir/val.*does not exist"):
         _dataset(tmp_path / "nowhere")
 
 
 def test_image_without_label_map_is_named(tmp_path):
-    from expedite_mm.datasets import DatasetError
+    from expedite_mm.benchmark import DatasetError
     _write(tmp_path)
     os.remove(tmp_path / "ann_dir" / "val" / "000002.png")
     with pytest.raises(DatasetError, match="000002.png.*has no label map"):
@@ -96,7 +96,7 @@ def test_image_without_label_map_is_named(tmp_path):
 
 
 def test_label_outside_the_classes_is_named(tmp_path):
-    from expedite_mm.datasets import DatasetError
+    from expedite_mm.benchmark import DatasetError
     _write(tmp_path)
     path = tmp_path / "ann_dir" / "val" / "000001.png"
     label = np.array(Image.open(path))
@@ -109,7 +109,7 @@ def test_label_outside_the_classes_is_named(tmp_path):
 
 
 def test_corrupt_label_map_is_named(tmp_path):
-    from expedite_mm.datasets import DatasetError
+    from expedite_mm.benchmark import DatasetError
     _write(tmp_path)
     (tmp_path / "ann_dir" / "val" / "000000.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match="000000.png.*could not be read"):

@@ -52,9 +52,9 @@ load_from = None
             raise AssertionError(f"{{fn}} did not refuse")
 
         # every module that does not need a missing package imports
-        needs = {{"expedite_mm.utils.flops", "expedite_mm.models.swin_mmdet",
+        needs = {{"expedite_mm.utils.flops",
                   "expedite_mm.models.swinv2", "expedite_mm.models.vit_sam",
-                  "expedite_mm.models.vit_mmpretrain", "expedite_mm.models.mmpretrain_compat"}}
+                  "expedite_mm.models.vit_mmpretrain", "expedite_mm.compat.mmpretrain"}}
         names = [m.name for m in pkgutil.walk_packages(expedite_mm.__path__, "expedite_mm.")]
         assert needs <= set(names), needs - set(names)
         for name in sorted(set(names) - needs):

@@ -30,8 +30,8 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from dataclasses import dataclass, field
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ from ..utils.compat import FULLGRAPH_COMPILE, is_compiling, is_exporting
 GridSpec = Union[int, float, Sequence[int]]
 
 # One source of truth for the operators' defaults (docs/method.md) and their validation;
-# the backbones' argument definitions (expedite_mm/models/expedite.py) import these.
+# the backbones' argument definitions (expedite_mm/core/args.py) import these.
 DEFAULT_WINDOW = 5
 DEFAULT_ITERS = 5
 DEFAULT_TEMPERATURE = 50.0
@@ -319,11 +319,14 @@ def _layout(hw: Tuple[int, int], grid: Tuple[int, int], window: int, tile: int,
     return _layout_tensors(hw, grid, window, tile, device)
 
 
-# What ``torch.compiler.assume_constant_result`` does (dynamo treats the results as
-# constants), without importing torch._dynamo with this module: that import costs about a
-# second and installs warning filters process-wide. tests/test_deploy.py checks that the
-# operators still compile without a graph break. torch 2.1's dynamo fails on the marked
-# tables (an internal assertion); unmarked, it compiles around them with graph breaks.
+# The index tables are constants of a traced graph: exactly what the public
+# ``torch.compiler.assume_constant_result`` marks on a function, without calling it,
+# because it imports torch._dynamo, which on import (torch 2.13) costs 3-4 s and installs
+# seven process-wide warning filters (one ignores every torch.jit TracerWarning) -- not
+# what importing the operators may do. tests/test_core.py checks that the mark is the
+# public API's, tests/test_deploy.py that the operators compile without a graph break.
+# torch 2.1's dynamo fails on the marked tables (an internal assertion); unmarked, it
+# compiles around them with graph breaks (FULLGRAPH_COMPILE, utils/compat.py).
 if FULLGRAPH_COMPILE:
     _layout._dynamo_marked_constant = True
     _plan._dynamo_marked_constant = True
@@ -403,7 +406,6 @@ class ClusterState:
     hw: Tuple[int, int]
     grid: Tuple[int, int]
     window: int
-    _neighbours: Dict[tuple, Tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
 
     @property
     def layout(self) -> _Layout:
@@ -522,16 +524,15 @@ class TokenReconstruction(nn.Module):
                 f"neighbours={self.neighbours!r}, ties={self.ties!r}")
 
     def weights(self, state: ClusterState) -> Tuple[Tensor, Tensor]:
-        """(index (B, N, k'), weight (B, N, k')) of every token's centres; memoised on state.
+        """(index (B, N, k'), weight (B, N, k')) of every token's centres.
 
         ``"local"``: the token's candidate cells (``k' = lambda``; a token near the border
-        of the grid has fewer, padded with index 0 and weight 0).
+        of the grid has fewer, padded with index 0 and weight 0). A caller that
+        reconstructs several times from one state computes them once and passes them to
+        :meth:`forward`.
         """
-        key = (self.k, self.temperature, self.normalize, self.neighbours, self.ties)
-        if key not in state._neighbours:
-            with torch.autocast(device_type=state.tokens.device.type, enabled=False):
-                state._neighbours[key] = self._weights(state)
-        return state._neighbours[key]
+        with torch.autocast(device_type=state.tokens.device.type, enabled=False):
+            return self._weights(state)
 
     def _weights(self, state: ClusterState) -> Tuple[Tensor, Tensor]:
         offset = state.tokens.mean(1, keepdim=True)       # as in the EM: centred, same distances
@@ -577,13 +578,15 @@ class TokenReconstruction(nn.Module):
             weight = F.normalize(weight, p=2.0, dim=-1)
         return index, weight
 
-    def forward(self, centers: Tensor, state: ClusterState) -> Tensor:
+    def forward(self, centers: Tensor, state: ClusterState,
+                weights: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
         """Reconstruct the tokens.
 
         Args:
             centers: (B, M, C) the centres after the layers that refined them (or any
                 per-centre values, e.g. a head's logits).
             state: the :class:`ClusterState` of the clustering that made them.
+            weights: what :meth:`weights` returns for ``state`` (computed if not given).
 
         Returns:
             (B, N, C) in the centres' dtype.
@@ -592,7 +595,7 @@ class TokenReconstruction(nn.Module):
         if M != state.centers.shape[1] or B != state.centers.shape[0]:
             raise ValueError(f"centers of shape {tuple(centers.shape)} do not match the "
                              f"clustering state ({tuple(state.centers.shape)})")
-        index, weight = self.weights(state)
+        index, weight = self.weights(state) if weights is None else weights
         with torch.autocast(device_type=centers.device.type, enabled=False):
             out = weighted_gather(centers.to(compute_dtype(centers.dtype)), index, weight)
         return out.to(centers.dtype)

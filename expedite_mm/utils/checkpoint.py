@@ -36,7 +36,6 @@ a config names with ``weights_only=False``, and a warning in a long log is easil
 from __future__ import annotations
 
 import _compat_pickle
-import argparse
 import contextlib
 import contextvars
 import io
@@ -629,40 +628,3 @@ def _mismatch_message(model: torch.nn.Module, report: Dict[str, List[str]],
             parts.append(f"{len(items)} {label}: {shown}{more}")
     return (f"The {_describe(source)} does not fit the model ({type(model).__name__}): "
             + " | ".join(parts))
-
-
-# --------------------------------------------------------------------------- converters
-def converter_parser(description: str, source: str) -> argparse.ArgumentParser:
-    """The command line shared by our ``tools/model_converters``: ``SRC DST
-    [--trust-checkpoint]`` (``source`` names what SRC is, e.g. 'official checkpoint')."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("src", help=f"{source}: path or URL (http(s)://, open-mmlab://, ...)")
-    parser.add_argument("dst", help="path of the converted checkpoint")
-    parser.add_argument(
-        "--trust-checkpoint", action="store_true",
-        help="load src with weights_only=False (only for files you trust); by default "
-             "only tensors and an allow-list of safe types are unpickled")
-    return parser
-
-
-def save_converted(state_dict: dict, dst: str, meta: dict) -> None:
-    """Save converted weights in mmengine's checkpoint layout (``meta`` + ``state_dict``).
-
-    Written to a temporary file next to ``dst`` and renamed over it once complete, so a
-    failure (e.g. a full disk) never leaves a truncated ``dst``.
-    """
-    directory = osp.dirname(dst)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    partial = f"{dst}.{os.getpid()}.part"
-    try:
-        with open(partial, "wb") as f:
-            torch.save({"meta": meta, "state_dict": state_dict}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(partial)
-        raise
-    print(f"converted {len(state_dict)} tensors -> {dst}")

@@ -178,7 +178,7 @@ def plan(args, cfg, shape: Tuple[int, int]) -> List[Dict[str, str]]:
     """Every row's settings as strings (the CSV key), stock first."""
     from expedite_mm.ops.cluster import (DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE,
                                          DEFAULT_WINDOW)
-    from expedite_mm.models.expedite import DEFAULT_CLASSIFICATION_TEMPERATURE
+    from expedite_mm.core.args import DEFAULT_CLASSIFICATION_TEMPERATURE
     backbone = cfg.model.backbone
     temperature = (DEFAULT_CLASSIFICATION_TEMPERATURE
                    if backbone.get("type") == "ExpeditedVisionTransformer" else DEFAULT_TEMPERATURE)

@@ -13,7 +13,7 @@ different digit scans (every fifth scan is val) and different photo regions (the
 30 % of every photo is val). Each image is a pure function of ``(seed, split, index)``, so
 the set is deterministic and any subset can be regenerated on its own.
 
-Layout (``DigitScenesDataset``, ``expedite_mm/datasets/digit_scenes.py``)::
+Layout (``DigitScenesDataset``, ``expedite_mm/benchmark/digit_scenes.py``)::
 
     OUT/img_dir/{train,val}/000000.png    RGB
     OUT/ann_dir/{train,val}/000000.png    uint8 labels in [0, 10]

@@ -1,11 +1,11 @@
 """The R50+ViT-B/16 hybrid backbone of DPT, stock and expedited.
 
 ``HybridViT`` is mmseg's ``VisionTransformer`` run on the stride-16 output of a BiT ResNet
-(:class:`~expedite_mm.models.bit_resnet.BiTResNet`) through a 1x1 "patch" embedding, as
+(:class:`~expedite_mm.dpt.bit_resnet.BiTResNet`) through a 1x1 "patch" embedding, as
 in the ViT paper's hybrid and DPT's ``vitb_rn50_384``; it also returns the outputs of
 the first ResNet stages (DPT's first two taps). ``ExpeditedHybridViT`` adds
 :class:`~expedite_mm.models.vit.ExpeditedViT`'s clustering/reconstruction to the ViT
-part: the same class, the same layer loop, only the embedding input differs.
+part: the same class, the same loop and adapter, only the embedding input differs.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..ops.cluster import ClusterState
 from .bit_resnet import BiTResNet
-from .vit import ExpeditedViT
+from ..models.vit import ExpeditedViT
 
 
 @MODELS.register_module()
@@ -90,7 +90,7 @@ class ExpeditedHybridViT(HybridViT, ExpeditedViT):
     """``HybridViT`` with token clustering/reconstruction in its ViT (``docs/method.md``).
 
     Takes every ``HybridViT`` argument plus the expedite arguments of
-    :class:`~expedite_mm.models.expedite.ExpediteArgs` (``cluster_after``, ``cluster_grid``,
+    :data:`~expedite_mm.core.args.DENSE_VIT` (``cluster_after``, ``cluster_grid``,
     ...; ``cluster_grid`` as a ratio is relative to the stride-16 token grid), with the
     same state-dict keys as ``HybridViT``. ViT outputs inside the clustered span come
     back reconstructed at full resolution; the ResNet outputs are untouched.

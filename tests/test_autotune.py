@@ -1,5 +1,6 @@
 """tools/analysis/autotune.py on tiny models: the search, the FLOP model, the resume
 cache, the written config, the error cases, and the validation against labels."""
+import argparse
 import csv
 import glob
 import json
@@ -346,6 +347,23 @@ def test_other_backbones_end_to_end(tiny, tmp_path, capsys, which):
         assert tuple(backbone.cluster_grid) == tuple(int(v) for v in chosen["grid_hw"].split("x"))
 
 
+def test_hybrid_with_resnet_taps_offers_the_backbone_placement_only(tiny, tmp_path):
+    """DPT's hybrid ViT returning ResNet stages too (its head reads several taps at full
+    resolution) turns the logits placement down; without taps it takes both."""
+    from expedite_mm.utils.config import as_expedited, build_model, load_config
+    taps = tmp_path / "taps.py"
+    taps.write_text(f"_base_ = {tiny['hybrid']!r}\n"
+                    "model = dict(backbone=dict(resnet_out_indices=(0, 1)))\n")
+    for config, placements in ((tiny["hybrid"], {"logits", "backbone"}),
+                               (str(taps), {"backbone"})):
+        cfg, _ = as_expedited(load_config(config))
+        structure = autotune.probe_structure(cfg, build_model(cfg), (128, 128))
+        args = argparse.Namespace(families=["clustering"], alphas=None, grid_ratios=[0.5],
+                                  keep_rates=[], tome_r=[])
+        settings = autotune.search_space(args, cfg, structure)
+        assert {s.placement for s in settings} == placements
+
+
 @pytest.mark.parametrize("which,families,alphas,ratios", [
     ("config", ["clustering", "tome"], None, [0.5, 0.8]),
     ("swin", ["clustering", "avgpool"], [1, 3, 5], [0.5]),
@@ -363,9 +381,10 @@ def test_flop_model_matches_real_counts(tiny, which, families, alphas, ratios):
     # the stock model, and one stubbed count per chain (ViT) or two (smallest and largest
     # alpha)
     chains = {s.chain for s in settings}
-    assert tuner.flop_counts == 1 + len(chains) * (1 if which in ("config", "hybrid") else 2)
-    if which == "hybrid":               # DPT's hybrid: its head reads several taps
-        assert {s.placement for s in settings} == {"backbone"}
+    plain = which in ("config", "hybrid")
+    assert tuner.flop_counts == 1 + len(chains) * (1 if plain else 2)
+    if which == "hybrid":               # no ResNet taps: the head reads one map
+        assert {s.placement for s in settings} == {"logits", "backbone"}
         assert tuner.structure.token_grid == (8, 8)
     if which == "config":
         assert {s.placement for s in settings} == {"logits", "backbone"}
@@ -376,7 +395,7 @@ def test_flop_model_matches_real_counts(tiny, which, families, alphas, ratios):
         assert tuner.structure.window_size == 6 and tuner.structure.depth == 6
     for s in settings:
         if derived[s]["flops"] == "counted":          # a chain's own count
-            assert which not in ("config", "hybrid")
+            assert not plain
             assert s.alpha in (tuner.chain_alphas[s.chain][0], tuner.chain_alphas[s.chain][-1])
             continue
         counted = tuner._count(s)

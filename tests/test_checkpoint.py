@@ -1,5 +1,7 @@
-"""Safe loading of official-format checkpoints on torch >= 2.6: the allow-list (scoped,
-complete in a fresh process), refusals and corrupt files, loading into a model."""
+"""Safe loading of official-format checkpoints on both tested stacks (torch >= 2.6: torch's
+weights_only unpickler with a scoped allow-list; torch 2.1: our restricted unpickler with the
+same list): the allow-list (scoped, complete in a fresh process), refusals and corrupt
+files, loading into a model."""
 import json
 import os
 import pickle
@@ -9,8 +11,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from lanes import torch_allow_list
 from mmengine.logging.history_buffer import HistoryBuffer
 
+from expedite_mm.utils.compat import checkpoint_schemes
 from expedite_mm.utils.checkpoint import (CheckpointError, CheckpointMismatchError,
                                           CorruptCheckpointError, UntrustedCheckpointError,
                                           checkpoint_policy, load_checkpoint_file,
@@ -91,15 +95,14 @@ def test_getattr_is_only_allowed_for_history_buffer_statistics(tmp_path):
 
 # --------------------------------------------------------------------------- scoped, not global
 def test_loading_leaves_torch_and_mmengine_as_they_were(tmp_path):
-    from mmengine.runner.checkpoint import CheckpointLoader
     path, _ = _official_like(tmp_path)
-    allowed, schemes = torch.serialization.get_safe_globals(), dict(CheckpointLoader._schemes)
+    allowed, schemes = torch_allow_list(), dict(checkpoint_schemes())
     load_checkpoint_file(str(path))
     with pytest.raises(UntrustedCheckpointError):
         with checkpoint_policy():
             torch.load(_foreign(tmp_path), weights_only=True)
-    assert torch.serialization.get_safe_globals() == allowed
-    assert dict(CheckpointLoader._schemes) == schemes
+    assert torch_allow_list() == allowed
+    assert dict(checkpoint_schemes()) == schemes
     assert all(loader.__module__ == "mmengine.runner.checkpoint" for loader in schemes.values())
     with pytest.raises(pickle.UnpicklingError):                    # HistoryBuffer outside it
         torch.load(path, weights_only=True)
@@ -179,7 +182,9 @@ import json, sys, torch
 import expedite_mm
 from mmengine.logging.history_buffer import HistoryBuffer
 from expedite_mm.utils.checkpoint import load_checkpoint_file, safe_globals
-ours = lambda: len([g for g in safe_globals() if g in torch.serialization.get_safe_globals()])
+from expedite_mm.utils.compat import SAFE_GLOBALS_API
+allowed = lambda: torch.serialization.get_safe_globals() if SAFE_GLOBALS_API else []
+ours = lambda: len([g for g in safe_globals() if g in allowed()])
 report = dict(widened_by_import=ours(), registered_before=len(HistoryBuffer._statistics_methods))
 checkpoint = load_checkpoint_file(sys.argv[1])
 loss = checkpoint["message_hub"]["log_scalars"]["train/loss"]

@@ -252,9 +252,9 @@ def test_converter_errors_name_the_key_and_the_expected_layout():
 def test_converted_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     import errno
 
-    from expedite_mm.utils import checkpoint
+    from expedite_mm.utils import convert
     dst = tmp_path / "converted.pth"
-    checkpoint.save_converted({"w": torch.ones(3)}, str(dst), {"converter": "test"})
+    convert.save_converted({"w": torch.ones(3)}, str(dst), {"converter": "test"})
     before = dst.read_bytes()
 
     def disk_full(obj, f, *args, **kwargs):
@@ -263,7 +263,7 @@ def test_converted_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        checkpoint.save_converted({"w": torch.zeros(3)}, str(dst), {"converter": "test"})
+        convert.save_converted({"w": torch.zeros(3)}, str(dst), {"converter": "test"})
     assert dst.read_bytes() == before                         # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["converted.pth"]   # no leftovers
     monkeypatch.undo()

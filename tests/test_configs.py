@@ -25,7 +25,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from expedite_mm.models.expedite import ExpediteMixin
+from expedite_mm.core import ExpediteMixin
 from expedite_mm.utils.config import build_model, is_expedited
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -111,7 +111,7 @@ def test_config_builds_and_changes_only_the_backbone(path):
             assert getattr(backbone.reconstruction, attribute) == settings[name], name
 
     stock_class = _stock_class(type(backbone))
-    expedite_keys = set(type(backbone).expedite_args_class.names())
+    expedite_keys = set(type(backbone).expedite_family.names())
     assert not expedite_keys & _init_params(stock_class), "an expedite argument shadows a stock one"
     assert expedite_keys, type(backbone)
     base = _base_of(path)

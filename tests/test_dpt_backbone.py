@@ -8,7 +8,7 @@ from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 
 import expedite_mm.models  # noqa: F401  (registers the DPT modules)
-from expedite_mm.models.bit_resnet import BiTResNet
+from expedite_mm.dpt.bit_resnet import BiTResNet
 from expedite_mm.ops import TokenClustering, TokenReconstruction
 from expedite_mm.utils.config import flatten_outputs
 from harness import assert_stock_fallback_once

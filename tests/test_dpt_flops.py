@@ -16,7 +16,7 @@ import torch
 from mmengine.config import Config
 
 import expedite_mm.models  # noqa: F401
-from expedite_mm.models.hybrid_vit import HybridViT
+from expedite_mm.dpt.hybrid_vit import HybridViT
 from expedite_mm.utils.config import build_model
 from expedite_mm.utils.flops import count_flops
 

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 import torch
+from lanes import needs_fullgraph_compile
 
 import expedite_mm.models  # noqa: F401  (registers the backbones)
 from expedite_mm.ops import TokenClustering, TokenReconstruction
@@ -159,6 +160,7 @@ def test_the_repository_documents_itself():
     assert osp.exists(osp.join(ROOT, "docs", "method.md"))
 
 
+@needs_fullgraph_compile
 @pytest.mark.parametrize("name,changes", [
     ("swin", {}), ("swin", dict(cluster_padding=False)), ("swinv2", {}), ("vit", {})])
 def test_forward_compiles_into_one_graph(name, changes):

@@ -176,7 +176,7 @@ def test_content_only_clustering_matches_reference(package):
     for a, b in zip(outs, ref):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     # rows: 2 whole windows (4 + 4 centres) + 1 content row (1); columns: 4 + 4 + 5 of 6 (4)
-    assert ours.stages[2].expedite_plan.clustered_hw((13, 17)) == (9, 12)
+    assert ours.stages[2].plan.clustered_hw((13, 17)) == (9, 12)
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -172,7 +172,7 @@ def test_window_k_coordinates_follow_the_formula(K, pretrained, k):
     """The coordinates a clustered block feeds its cpb_mlp: the formula for window k,
     normalised by the pretrained window (K itself where none is set); bit-identical to
     what mmpretrain computes for a window-k attention with that pretrained window."""
-    from expedite_mm.ops.window import crop_coords_table
+    from expedite_mm.models.window_attention import crop_coords_table
     stock_attn = WindowMSAV2(8, (K, K), 2, pretrained_window_size=(pretrained, pretrained))
     got = crop_coords_table(stock_attn.relative_coords_table, k)
     normaliser = (pretrained or K) - 1

@@ -11,7 +11,7 @@ import torch
 import expedite_mm.models  # noqa: F401  (registers ExpeditedVisionTransformer)
 import naive
 import naive_classification as nc
-from expedite_mm.models.expedite import ClassificationExpediteArgs
+from expedite_mm.core.args import CLASSIFICATION_VIT
 from expedite_mm.models.vit_mmpretrain import ExpeditedVisionTransformer, VisionTransformer
 from expedite_mm.ops import TokenClustering, TokenReconstruction
 from harness import assert_stock_fallback_once
@@ -88,8 +88,9 @@ def test_cluster_only_matches_naive(cluster_after, grid, window, temperature):
 def test_release_setting_defaults():
     """Expedit-SWAG's clustering settings are the family's defaults: tau 1, window 5,
     5 iterations, no reconstruction."""
-    args = ClassificationExpediteArgs(cluster_after=12)
-    assert (args.temperature, args.cluster_window, args.cluster_iters, args.reconstruct) == \
+    args = CLASSIFICATION_VIT.parse(dict(cluster_after=12))
+    assert (args.temperature, args.cluster_window, args.cluster_iters,
+            args.classification.reconstruct) == \
         (1.0, 5, 5, False)
     _, ours = build_pair(cluster_after=2, cluster_grid=(4, 4))
     assert ours.reconstruct_after is None and ours.clustering.temperature == 1.0

@@ -40,7 +40,7 @@ def registry(package):
 
 def build_pair(package="mmseg", dtype=torch.float32, **kwargs):
     """A stock ViTSAM and an ExpeditedViTSAM with the same random weights (eval mode)."""
-    expedite = {k: v for k, v in kwargs.items() if k in ExpeditedViTSAM.expedite_args_class.names()}
+    expedite = {k: v for k, v in kwargs.items() if k in ExpeditedViTSAM.expedite_family.names()}
     stock_kwargs = {k: v for k, v in kwargs.items() if k not in expedite}
     stock = ViTSAM(**{**TINY, **stock_kwargs}).to(dtype)
     ours = registry(package).build(dict(type="ExpeditedViTSAM", **{**TINY, **kwargs})).to(dtype)
@@ -185,7 +185,7 @@ def test_unpadded_clustering_runs_the_content_only():
     4 + 4), and the clustered layers pad their windows as the stock ones do."""
     stock, ours = build_pair(cluster_after=2, clustered_window_size=4, cluster_padding=False)
     x = torch.randn(2, 3, 208, 176)
-    assert ours._clustered_hw((13, 11)) == (9, 8)
+    assert ours.clustered_hw((13, 11)) == (9, 8)
     with torch.no_grad():
         out, plain = ours(x)[0], stock(x)[0]
     assert out.shape == plain.shape and torch.isfinite(out).all()

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from expedite_mm.ops import TokenClustering, TokenReconstruction
-from expedite_mm.ops.window import (cluster_windows, reconstruct_windows,
-                                    relative_position_index, resize_bias_table)
+from expedite_mm.models.window_attention import relative_position_index, resize_bias_table
+from expedite_mm.ops.window import cluster_windows, reconstruct_windows
 
 
 def per_window_reference(z, hw, K, clustering, reconstruction, refine):

@@ -24,7 +24,7 @@ import os.path as osp
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from expedite_mm.utils.config import CfgOptionsAction
+from expedite_mm.utils.config import CfgOptionsAction, load_config
 
 
 class CheckedLoadRunner(Runner):
@@ -99,7 +99,7 @@ def _dump_metric(cfg: Config, out: str) -> dict:
 
 
 def build_runner(args) -> CheckedLoadRunner:
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -2,40 +2,40 @@
 
 Importing this module (``expedite_mm.register_all_modules()``, or a config's
 ``custom_imports=dict(imports=['expedite_mm'])``) registers
-``ExpeditedViT``, ``ExpeditedSwin`` and ``ExpeditedEncoderDecoder`` (the segmentor of the
-logits placement) into mmseg's ``MODELS`` when mmseg is installed, ``ExpeditedSwin`` into
-mmdet's, ``ExpeditedVisionTransformer`` (classification) into mmpretrain's, and
-``ExpeditedSwinV2``, ``ExpeditedViTSAM`` and ``SAMImageEncoder`` into mmdet's and mmseg's
-when mmpretrain is there too; a package that is not installed is skipped. Without
-torchvision, mmpretrain's registries are made usable for our configs first
-(:mod:`expedite_mm.models.mmpretrain_compat`). A package that is installed but
-fails to import raises, so a broken environment is not silently ignored.
+``ExpeditedViT``, ``ExpeditedBEiT``, ``ExpeditedMAE``, ``ExpeditedSwin`` and
+``ExpeditedEncoderDecoder`` (the segmentor of the logits placement) into mmseg's
+``MODELS`` when mmseg is installed, with DPT's modules (:mod:`expedite_mm.dpt`) and the
+accuracy benchmark's dataset (:mod:`expedite_mm.benchmark`);
+``ExpeditedSwin`` into mmdet's, ``ExpeditedVisionTransformer`` (classification) into
+mmpretrain's, and ``ExpeditedSwinV2``, ``ExpeditedViTSAM`` and ``SAMImageEncoder`` into
+mmdet's and mmseg's when mmpretrain is there too; a package that is not installed is
+skipped. Without torchvision, mmpretrain's registries are made usable for our configs
+first (:mod:`expedite_mm.compat.mmpretrain`). A package that is installed but fails to
+import raises, so a broken environment is not silently ignored.
 """
 import importlib.util
-import warnings
 
-from .expedite import (ClassificationExpediteArgs, ExpediteArgs, ExpediteMixin,
-                       WindowExpediteArgs, WindowViTExpediteArgs)
-
-# mmengine 0.10 resolves `mmseg::`/`mmdet::` config bases through pkg_resources, which
-# setuptools (>= 77, needed by torch >= 2.6) deprecates loudly on every lookup; harmless.
-warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+from ..core import ExpediteArgs, ExpediteMixin
 
 REGISTERED = {}
 
 if importlib.util.find_spec("mmseg") is not None:
-    from . import dpt_head, hybrid_vit, segmentor, swin_mmseg, vit  # noqa: F401
-    from .. import datasets, evaluation  # noqa: F401  (DPT depth: KITTI, DPT's protocol)
-    REGISTERED["mmseg"] = ["ExpeditedViT", "ExpeditedEncoderDecoder", "ExpeditedSwin",
+    from . import beit, segmentor, vit  # noqa: F401
+    from .. import dpt  # noqa: F401  (DPT: hybrid backbone, depth head, KITTI, metric)
+    from .. import benchmark  # noqa: F401  (the accuracy benchmark's DigitScenes dataset)
+    from .swin import register_in as _register_swin
+    REGISTERED["mmseg"] = ["ExpeditedViT", "ExpeditedBEiT", "ExpeditedMAE",
+                           "ExpeditedEncoderDecoder", *_register_swin("mmseg"),
                            "HybridViT", "ExpeditedHybridViT",
-                           "DPTDepthHead", "KITTIDepthDataset", "KBCrop", "MonoDepthMetric"]
+                           "DPTDepthHead", "KITTIDepthDataset", "KBCrop", "MonoDepthMetric",
+                           "DigitScenesDataset", "LoadCheckedAnnotations"]
 
 if importlib.util.find_spec("mmdet") is not None:
-    from . import swin_mmdet  # noqa: F401  (ExpeditedSwin in mmdet's MODELS)
-    REGISTERED.setdefault("mmdet", []).append("ExpeditedSwin")
+    from .swin import register_in as _register_swin
+    REGISTERED.setdefault("mmdet", []).extend(_register_swin("mmdet"))
 
 if importlib.util.find_spec("mmpretrain") is not None:
-    from .mmpretrain_compat import prepare as _prepare_mmpretrain
+    from ..compat.mmpretrain import prepare as _prepare_mmpretrain
     _stand_ins = _prepare_mmpretrain()          # [] with torchvision installed
     from .vit_mmpretrain import register as _register_classification
     REGISTERED["mmpretrain"] = _register_classification() + _stand_ins
@@ -49,6 +49,4 @@ if importlib.util.find_spec("mmpretrain") is not None:
             REGISTERED.setdefault(_package, []).extend(_register_swinv2(_package))
             REGISTERED[_package].extend(_register_vit_sam(_package))
 
-__all__ = ["ExpediteArgs", "WindowExpediteArgs", "ClassificationExpediteArgs",
-           "WindowViTExpediteArgs", "ExpediteMixin",
-           "REGISTERED"]
+__all__ = ["ExpediteArgs", "ExpediteMixin", "REGISTERED"]

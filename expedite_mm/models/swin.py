@@ -1,49 +1,48 @@
-"""Window clustering inside one stage of a Swin-style backbone (``docs/method.md``, Swin).
+"""``ExpeditedSwin``: mmseg's and mmdet's ``SwinTransformer`` + window clustering in one
+stage (``docs/method.md`` §4.2), and what the Swin-style backbones share (SwinV2:
+``swinv2.py``).
 
-No OpenMMLab import here; the registered classes live in ``swin_mmdet.py`` /
-``swin_mmseg.py`` (mmdet's and mmseg's ``SwinTransformer``) and ``swinv2.py``
-(mmpretrain's ``SwinTransformerV2``) and bring the stock base classes.
-
-Set up once, at ``__init__`` (ToMe-style): the expedited stage's class is swapped for a
-subclass of its own class whose ``forward`` runs :meth:`WindowPlan.forward_blocks`;
-nothing is patched per call and no module attribute or parameter is ever written in a
-forward, so forwards are reentrant and thread-safe. The blocks before clustering and after
+Set up once, at ``__init__`` (ToMe-style): the expedited stage becomes, by its own
+classmethod :meth:`ExpeditedStageMixin.expedite`, an instance of a subclass of its stock
+class whose ``forward`` runs the hourglass loop (:func:`~expedite_mm.core.run_hourglass`)
+over the stage's blocks with the :class:`SwinStageTokens` window adapter; nothing is
+patched per call and no module attribute or parameter is written in a forward, so
+forwards are reentrant and thread-safe. The blocks before clustering and after
 reconstruction are called as they are; the clustered blocks run through
 :func:`swin_block_clustered` -- the stock block's own submodules (norms, qkv, projection,
-FFN) around a window-k attention (:func:`~expedite_mm.ops.window.shifted_window_attention`)
-whose position bias is derived from the block's parameters on every call (the bilinearly
-resized table for Swin, the continuous position bias for SwinV2: microseconds, so nothing
-is cached and new weights take effect at once).
+FFN) around a window-k attention whose position bias is derived from the block's
+parameters on every call (the bilinearly resized table for Swin, the continuous position
+bias for SwinV2: microseconds, so nothing is cached and new weights take effect at once).
 """
 from __future__ import annotations
 
-import warnings
+import importlib
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, ClassVar, List, Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..core import WINDOWED_STAGE, ExpediteMixin, WindowTokens, run_hourglass
+from ..core.args import DEFAULT_GRID
+from ..core.hourglass import warn_fallback
 from ..ops.reducers import GRID_REDUCERS
-from ..ops.window import (cluster_windows, clustered_window_hw, reconstruct_windows,
-                          relative_position_index, resize_bias_table, shifted_window_attention,
-                          validate_clustered_window_size)
-from .expedite import DEFAULT_GRID, ExpediteMixin, WindowExpediteArgs
+from ..ops.window import clustered_window_hw, validate_clustered_window_size
+from .window_attention import relative_position_index, resize_bias_table, shifted_window_attention
 
 # (block, x (B, H*W, C), hw, window, shift, mask_shift) -> (B, H*W, C)
 ClusteredBlock = Callable[[nn.Module, Tensor, Tuple[int, int], int, int, int], Tensor]
 
 
-@dataclass
-class WindowPlan:
+@dataclass(frozen=True)
+class StagePlan:
     """Everything the expedited stage needs, fixed at build time.
 
-    cluster_after / reconstruct_after: blocks of the stage (1-based, as documented in
-    :class:`~expedite_mm.models.expedite.WindowExpediteArgs`); window_size: K;
-    clustered_window_size: k; cluster_padding, attention_mask_shift: see the arguments;
-    clustering / reconstruction: the operator pair (parameter-free modules); owner: the
-    backbone's class name, for the fallback warning.
+    cluster_after / reconstruct_after: blocks of the stage (1-based counts, as
+    ``cluster_after`` / ``reconstruct_after``); window_size: K; clustered_window_size: k;
+    cluster_padding, attention_mask_shift: the arguments; clustering / reconstruction: the
+    operator pair (parameter-free modules); owner: the backbone, named in the fallback
+    warning.
     """
 
     cluster_after: int
@@ -55,52 +54,62 @@ class WindowPlan:
     clustering: nn.Module
     reconstruction: nn.Module
     owner: str
-    fallback_warned: bool = False
 
     def clustered_hw(self, hw: Tuple[int, int]) -> Tuple[int, int]:
+        """The map of centres the stage clusters an ``hw`` token map to."""
         k = self.clustered_window_size
         return clustered_window_hw(hw, self.window_size, (k, k), self.cluster_padding)
 
-    def fits(self, hw: Tuple[int, int]) -> bool:
-        """True if clustering the ``hw`` map gives fewer tokens; otherwise warns once."""
-        clustered = self.clustered_hw(hw)
-        if clustered[0] * clustered[1] < hw[0] * hw[1]:
-            return True
-        if not self.fallback_warned:
-            self.fallback_warned = True
-            warnings.warn(f"{self.owner}: clustering the {tuple(hw)} token map into windows "
-                          f"would give a {clustered[0]}x{clustered[1]} map, not fewer tokens; "
-                          f"running the stock stage for such inputs", RuntimeWarning,
-                          stacklevel=4)
-        return False
 
-    def forward_blocks(self, blocks: nn.ModuleList, x: Tensor, hw: Tuple[int, int],
-                       run_clustered: ClusteredBlock) -> Tensor:
-        """The blocks of the stage: (B, H*W, C) -> (B, H*W, C).
+class SwinStageTokens(WindowTokens):
+    """One stage of a Swin-style backbone: blocks take ``(x, hw)``; on the centres they
+    attend within windows of k, shifted by k // 2 where the stock block shifts (and
+    masked for the stock shift K // 2 with ``attention_mask_shift='stock'``)."""
 
-        Blocks ``cluster_after + 1 .. reconstruct_after`` run on the clustered map through
-        ``run_clustered`` with window k and shift k // 2 where the stock block shifts.
-        """
-        k = self.clustered_window_size
-        state = None
-        if self.cluster_after == 0:
-            x, state = self._cluster(x, hw)
-        for number, block in enumerate(blocks, start=1):
-            if state is None:
-                x = block(x, hw)
-            else:
-                stock_shift = block.attn.shift_size
-                shift = k // 2 if stock_shift > 0 else 0
-                mask_shift = stock_shift if self.attention_mask_shift == "stock" else shift
-                x = run_clustered(block, x, state.clustered_hw, k, shift, mask_shift)
-            if number == self.cluster_after:
-                x, state = self._cluster(x, hw)
-            elif number == self.reconstruct_after:
-                x, state = reconstruct_windows(self.reconstruction, x, state), None
+    def __init__(self, plan: StagePlan, hw: Tuple[int, int], clustered_block: ClusteredBlock
+                 ) -> None:
+        super().__init__(plan)
+        self.hw, self.clustered_block = hw, clustered_block
+
+    def layer(self, index: int, block: nn.Module, x: Tensor, state) -> Tensor:
+        if state is None:
+            return block(x, self.hw)
+        plan, stock_shift = self.model, block.attn.shift_size
+        k = plan.clustered_window_size
+        shift = k // 2 if stock_shift > 0 else 0
+        mask_shift = stock_shift if plan.attention_mask_shift == "stock" else shift
+        return self.clustered_block(block, x, state.clustered_hw, k, shift, mask_shift)
+
+
+class ExpeditedStageMixin:
+    """The expedited stage's ``forward`` part: mixed into a subclass of the stock stage
+    class (``blocks``); ``clustered_block`` runs one of its blocks with window k."""
+
+    plan: StagePlan
+    clustered_block: ClassVar[ClusteredBlock]
+
+    @classmethod
+    def expedite(cls, stage: nn.Module, plan: StagePlan) -> nn.Module:
+        """The stock ``stage`` as this class, with its plan (in place, at build time)."""
+        stock = cls.__bases__[-1]
+        if type(stage) is not stock:
+            raise TypeError(f"{cls.__name__} expedites stages of class {stock.__name__}, got "
+                            f"{type(stage).__name__}")
+        stage.__class__ = cls
+        stage.plan = plan
+        return stage
+
+    def expedited_blocks(self, x: Tensor, hw: Tuple[int, int]) -> Optional[Tensor]:
+        """The stage's blocks with clustering; ``None`` if ``hw`` is too small to cluster."""
+        plan = self.plan
+        adapter = SwinStageTokens(plan, hw, type(self).clustered_block)
+        clustered = adapter.too_small(hw)
+        if clustered is not None:
+            warn_fallback(self, hw, clustered, owner=plan.owner)
+            return None
+        _, _, x = run_hourglass(adapter, x, hw, plan.cluster_after, plan.reconstruct_after,
+                                layers=self.blocks)
         return x
-
-    def _cluster(self, x: Tensor, hw: Tuple[int, int]):
-        return cluster_windows(self.clustering, x, hw, self.window_size, pad=self.cluster_padding)
 
 
 def checkpointed(block: nn.Module, inner: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
@@ -153,62 +162,42 @@ class WindowExpediteMixin(ExpediteMixin):
 
     For backbones built as ``self.stages[i].blocks[j]`` whose ``attn`` is a shifted-window
     attention (``window_size``, ``shift_size``, ``w_msa``), as mmdet's, mmseg's and
-    mmpretrain's are. Takes the stock arguments plus
-    :class:`~expedite_mm.models.expedite.WindowExpediteArgs`. Subclasses name
+    mmpretrain's are. Takes the stock arguments plus those of
+    :data:`~expedite_mm.core.args.WINDOWED_STAGE`. Subclasses name
     ``expedited_stage_class``: a subclass of the stock stage class (with
     :class:`ExpeditedStageMixin` first) that the expedited stage becomes at build time.
     """
 
-    expedite_args_class = WindowExpediteArgs
-    expedited_stage_class: type
+    expedite_family = WINDOWED_STAGE
+    expedited_stage_class: ClassVar[type]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        args = self.expedite_args
+        windows, stages = self.expedite_args.windows, self.expedite_args.stages
         depths = [len(stage.blocks) for stage in self.stages]
-        if args.stage >= len(depths):
+        if stages.stage >= len(depths):
             raise ValueError(f"stage must be an int in [0, {len(depths) - 1}] (0-based index "
-                             f"of the stage to expedite), got {args.stage}")
-        stage = self.stages[args.stage]
+                             f"of the stage to expedite), got {stages.stage}")
+        stage = self.stages[stages.stage]
         window_size = stage.blocks[0].attn.window_size
-        k = args.clustered_window_size
+        k = windows.clustered_window_size
         if k is None:   # the ViT default ratio per window side: 12 -> 8 (the paper's Swin)
             k = max(1, round(DEFAULT_GRID * window_size))
         k = validate_clustered_window_size(k, window_size)
-        self.expedited_stage, self.window_size, self.clustered_window_size = args.stage, window_size, k
-        self._setup_expedite(depths[args.stage], (k, k), what=f"blocks of stage {args.stage}",
-                             allowed_reducers=GRID_REDUCERS)
+        self.expedited_stage, self.window_size, self.clustered_window_size = stages.stage, window_size, k
+        self._setup_expedite(depths[stages.stage], (k, k),
+                             what=f"blocks of stage {stages.stage}", allowed_reducers=GRID_REDUCERS)
         if self.expedited:
-            if type(stage) not in self.expedited_stage_class.__bases__:
-                raise TypeError(f"{type(self).__name__} expedites stages of class "
-                                f"{self.expedited_stage_class.__bases__[-1].__name__}, got "
-                                f"{type(stage).__name__}")
-            stage.__class__ = self.expedited_stage_class
-            stage.expedite_plan = WindowPlan(
+            self.expedited_stage_class.expedite(stage, StagePlan(
                 self.cluster_after, self.reconstruct_after, window_size, k,
-                args.cluster_padding, args.attention_mask_shift, self.clustering,
-                self.reconstruction, type(self).__name__)
-
-
-class ExpeditedStageMixin:
-    """The expedited stage's ``forward``: mixed into a subclass of the stock stage class.
-
-    ``expedite_plan`` (a :class:`WindowPlan`) is set on the instance at build time;
-    ``clustered_block`` runs one of the stage's blocks with window k.
-    """
-
-    expedite_plan: WindowPlan
-    clustered_block: ClusteredBlock = staticmethod(swin_block_clustered)
-
-    def expedited_blocks(self, x: Tensor, hw: Tuple[int, int]) -> Optional[Tensor]:
-        """The stage's blocks with clustering; ``None`` if ``hw`` is too small to cluster."""
-        if not self.expedite_plan.fits(hw):
-            return None
-        return self.expedite_plan.forward_blocks(self.blocks, x, hw, self.clustered_block)
+                windows.cluster_padding, stages.attention_mask_shift, self.clustering,
+                self.reconstruction, type(self).__name__))
 
 
 class SwinStageMixin(ExpeditedStageMixin):
     """For mmdet's / mmseg's ``SwinBlockSequence``: blocks, then patch merging."""
+
+    clustered_block = staticmethod(swin_block_clustered)
 
     def forward(self, x: Tensor, hw_shape: Tuple[int, int]):
         out = self.expedited_blocks(x, hw_shape)
@@ -220,13 +209,12 @@ class SwinStageMixin(ExpeditedStageMixin):
         return out, hw_shape, out, hw_shape
 
 
-class SwinExpediteMixin(WindowExpediteMixin):
-    """Window token clustering for mmdet's / mmseg's ``SwinTransformer`` (one implementation).
+SWIN_DOC = """Window token clustering for {package}'s ``SwinTransformer``.
 
     Takes every stock argument, with the same state-dict keys, plus the expedite arguments
-    of :class:`~expedite_mm.models.expedite.WindowExpediteArgs` (``stage``,
-    ``cluster_after``, ``reconstruct_after``, ``clustered_window_size``,
-    ``cluster_padding``, ``attention_mask_shift``, and the operator settings).
+    of :data:`~expedite_mm.core.args.WINDOWED_STAGE` (``stage``, ``cluster_after``,
+    ``reconstruct_after``, ``clustered_window_size``, ``cluster_padding``,
+    ``attention_mask_shift``, and the operator settings).
 
     The clustered blocks run with window k and shift k // 2 (for the blocks that shift),
     their relative-position-bias tables bilinearly resized from (2K-1)^2 to (2k-1)^2 rows
@@ -234,6 +222,30 @@ class SwinExpediteMixin(WindowExpediteMixin):
     """
 
 
-__all__ = ["WindowPlan", "WindowExpediteMixin", "ExpeditedStageMixin", "SwinStageMixin",
-           "SwinExpediteMixin", "swin_block_clustered", "attend_v1", "window_bias_v1",
-           "checkpointed"]
+def _swin_classes(package: str) -> Tuple[type, type]:
+    """``(ExpeditedSwin, its stage class)`` on ``package``'s (mmseg's or mmdet's) Swin."""
+    stock = importlib.import_module(f"{package}.models.backbones.swin")
+    suffix = {"mmseg": "Seg", "mmdet": "Det"}[package]
+    stage = type(f"ExpeditedSwinBlockSequence{suffix}", (SwinStageMixin, stock.SwinBlockSequence),
+                 {"__module__": __name__, "__doc__": "The expedited stage (its class becomes "
+                                                     "this one at build time)."})
+    backbone = type(f"ExpeditedSwin{suffix}", (WindowExpediteMixin, stock.SwinTransformer),
+                    {"__module__": __name__, "__doc__": SWIN_DOC.format(package=package),
+                     "expedited_stage_class": stage})
+    globals().update({stage.__name__: stage, backbone.__name__: backbone})  # picklable
+    return backbone, stage
+
+
+def register_in(package: str) -> List[str]:
+    """Register ``ExpeditedSwin`` (the class on ``package``'s own ``SwinTransformer``) in
+    ``package``'s ``MODELS`` (mmseg or mmdet). Returns the names registered."""
+    name = "ExpeditedSwin"
+    registry = importlib.import_module(f"{package}.registry").MODELS
+    if name not in registry.module_dict:
+        registry.register_module(name=name, module=_swin_classes(package)[0])
+    return [name]
+
+
+__all__ = ["StagePlan", "SwinStageTokens", "WindowExpediteMixin", "ExpeditedStageMixin",
+           "SwinStageMixin", "swin_block_clustered", "attend_v1", "window_bias_v1",
+           "checkpointed", "register_in"]

@@ -2,9 +2,10 @@
 
 One class on mmpretrain's backbone, registered into mmdet's and mmseg's ``MODELS`` (see
 ``expedite_mm.models``) so detection/segmentation configs name it like any backbone. The
-window clustering and the block loop are the Swin ones
-(:class:`~expedite_mm.models.swin.WindowExpediteMixin`); what differs is SwinV2's block
-(post-norm, scaled cosine attention), its continuous position bias and its stage layout.
+window clustering and the stage's loop are the Swin ones
+(:class:`~expedite_mm.models.swin.WindowExpediteMixin`, the hourglass loop with the
+``SwinStageTokens`` window adapter); what differs is SwinV2's block (post-norm, scaled
+cosine attention), its continuous position bias and its stage layout.
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.window import crop_coords_table, relative_position_index, shifted_window_attention
-from .mmpretrain_compat import import_stock, register_stock_in
+from ..compat.mmpretrain import import_stock, register_stock_in
 from .swin import ExpeditedStageMixin, WindowExpediteMixin, checkpointed
+from .window_attention import crop_coords_table, relative_position_index, shifted_window_attention
 
 STOCK_MODULE = "mmpretrain.models.backbones.swin_transformer_v2"
 _stock = import_stock(STOCK_MODULE)   # tolerates a missing torchvision only
@@ -79,8 +80,8 @@ def swinv2_block_clustered(block: nn.Module, x: Tensor, hw: Tuple[int, int], win
 
 
 class ExpeditedSwinBlockV2Sequence(ExpeditedStageMixin, SwinBlockV2Sequence):
-    """The expedited SwinV2 stage (its class is swapped for this one at build time):
-    patch merging first, then the blocks."""
+    """The expedited SwinV2 stage (its class becomes this one at build time): patch
+    merging first, then the blocks."""
 
     clustered_block = staticmethod(swinv2_block_clustered)
 
@@ -102,7 +103,7 @@ class ExpeditedSwinV2(WindowExpediteMixin, SwinTransformerV2):
 
     Takes every argument of ``SwinTransformerV2``, with the same state-dict keys (the
     official checkpoints converted by mmpretrain load unmodified), plus the expedite
-    arguments of :class:`~expedite_mm.models.expedite.WindowExpediteArgs` (the paper's
+    arguments of :data:`~expedite_mm.core.args.WINDOWED_STAGE` (the paper's
     SwinV2-L HTC++ setting: ``stage=2, cluster_after=8, clustered_window_size=23``).
 
     The clustered blocks are the stock SwinV2 blocks' computation with window k and shift
@@ -111,7 +112,7 @@ class ExpeditedSwinV2(WindowExpediteMixin, SwinTransformerV2):
     stock forward does, on every call -- from window k's log-spaced relative coordinates,
     normalised by the same pretrained window size as window K's (by K itself where the
     model has none, i.e. the weights were trained at window K). Those coordinates are the
-    centre of the stock table (:func:`~expedite_mm.ops.window.crop_coords_table`).
+    centre of the stock table (:func:`~expedite_mm.models.window_attention.crop_coords_table`).
 
     Detection needs ``out_indices=(0, 1, 2, 3)`` (an FPN) and ``pad_small_map=True``
     (mmpretrain's default shrinks windows to small maps, as for classification).
@@ -126,7 +127,7 @@ def register_in(package: str) -> list:
 
     The stock class is registered so that stock configs build without mmengine's scoped
     ``'mmpretrain.SwinTransformerV2'``: that lookup imports all of ``mmpretrain.models``,
-    which needs torchvision (see :mod:`expedite_mm.models.mmpretrain_compat`). Returns the
+    which needs torchvision (see :mod:`expedite_mm.compat.mmpretrain`). Returns the
     names registered.
     """
     return register_stock_in(package, [ExpeditedSwinV2], [SwinTransformerV2])

@@ -1,29 +1,57 @@
-"""``ExpeditedViT``: mmseg's ``VisionTransformer`` with token clustering/reconstruction."""
+"""``ExpeditedViT``: mmseg's ``VisionTransformer`` with token clustering/reconstruction,
+and what every segmentation ViT shares (:class:`SegmentationViTMixin`: the two
+reconstruct placements, ``forward_with_state``, ``reconstruct_map``)."""
 from __future__ import annotations
 
-from typing import ClassVar, List, Optional, Tuple
+from typing import ClassVar, Optional, Tuple
 
 import torch
 from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ..core import ExpediteMixin, GridTokens
 from ..ops.cluster import ClusterState
-from ..ops.reducers import KeepState, attention_guide
-from .expedite import ExpediteMixin
+from ..ops.reducers import REDUCERS, attention_guide
 
 
-@MODELS.register_module()
-class ExpeditedViT(ExpediteMixin, VisionTransformer):
-    """mmseg's ``VisionTransformer`` that runs layers ``cluster_after+1 .. reconstruct_after``
-    on cluster centres instead of all patch tokens (``docs/method.md``, ViT).
+class ViTTokens(GridTokens):
+    """mmseg ``VisionTransformer``: [class token,] H*W patch tokens; ``norm1`` after the
+    last layer (``final_norm``); outputs ``(B, C, H, W)`` [, class token]."""
 
-    Takes every ``VisionTransformer`` argument, with the same state-dict keys, plus the
-    expedite arguments of :class:`~expedite_mm.models.expedite.ExpediteArgs`
-    (``cluster_after``, ``reconstruct_after``, ``reconstruct_placement``, ``cluster_grid``,
-    ``cluster_window``, ``cluster_iters``, ``temperature``, ``reconstruct_k``,
-    ``reconstruct_normalize``, ``reconstruct_neighbours``, ``reconstruct_ties``,
-    ``reducer``, ``reconstructor``).
+    @property
+    def extra_tokens(self) -> int:
+        return int(self.model.with_cls_token)
+
+    def embed(self, inputs: Tensor):
+        vit = self.model
+        x, hw = vit.patch_embed(inputs)
+        x = torch.cat((vit.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = vit._pos_embeding(x, hw, vit.pos_embed)
+        if not vit.with_cls_token:
+            x = x[:, 1:]
+        return (vit.pre_ln(x) if vit.pre_norm else x), hw
+
+    def after_layer(self, index: int, x: Tensor) -> Tensor:
+        vit = self.model
+        return vit.norm1(x) if index == len(vit.layers) - 1 and vit.final_norm else x
+
+    def guide(self, x: Tensor) -> dict:
+        """Class-token attention / keys of layer alpha + 1 (its norm and q/k projections)."""
+        layer = self.model.layers[self.model.cluster_after]
+        attention = layer.attn.attn                      # torch nn.MultiheadAttention
+        return attention_guide(layer.norm1(x), attention.in_proj_weight,
+                               attention.in_proj_bias, attention.num_heads,
+                               self.model.clustering.needs, self.model.with_cls_token)
+
+    def output(self, x: Tensor, hw: Tuple[int, int]):
+        _, tokens = self.split(x)
+        out = tokens.reshape(x.shape[0], hw[0], hw[1], -1).permute(0, 3, 1, 2).contiguous()
+        return [out, x[:, 0]] if self.model.output_cls_token else out
+
+
+class SegmentationViTMixin(ExpediteMixin):
+    """The expedited forward of an mmseg ViT (``ExpeditedViT``, ``ExpeditedBEiT``, ...).
 
     With ``reconstruct_placement='backbone'`` (default) every output in ``out_indices``
     comes back at full resolution; one taken inside the clustered span is reconstructed
@@ -31,25 +59,25 @@ class ExpeditedViT(ExpediteMixin, VisionTransformer):
     the backbone never reconstructs: :meth:`forward_with_state` returns the ``h x w``
     centre maps and the clustering state, ``ExpeditedEncoderDecoder`` reconstructs the
     decode head's logits with :meth:`reconstruct_map`, and plain :meth:`forward` refuses.
-    The class token passes through the clustered layers untouched by clustering. With
-    ``reducer=dict(type='EViT')`` tokens are scored by the class-token attention of layer
-    ``cluster_after + 1`` (its own norm and q/k projections applied to the tokens
-    entering it); ToMe matches on that layer's keys averaged over heads.
+    Class tokens pass through the clustered layers untouched by clustering.
     """
 
     #: whether ``reconstruct_placement='logits'`` is possible (a head reading one map)
     logits_placement_supported: ClassVar[bool] = True
+    #: the reducer types it can run (EViT/ToMe keep no grid of tokens)
+    allowed_reducers: ClassVar[Tuple[str, ...]] = tuple(REDUCERS)
+    out_origin: bool = False
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._setup_expedite(len(self.layers), self.expedite_args.cluster_grid, what="layers")
-        if "cls_attention" in getattr(self.clustering, "needs", ()) and not self.with_cls_token:
+    def _setup_segmentation(self) -> None:
+        self._setup_expedite(len(self.layers), self.expedite_args.grid.cluster_grid,
+                             allowed_reducers=self.allowed_reducers)
+        if "cls_attention" in getattr(self.clustering, "needs", ()) and \
+                not self.adapter(self).extra_tokens:
             raise ValueError("reducer=dict(type='EViT') scores tokens by the class token's "
                              "attention, but with_cls_token=False; set reducer.score='norm' "
                              "(token-norm proxy) or use another reducer")
-        if self.expedited and self.expedite_args.reconstruct_placement == "logits":
+        if self.reconstructs_logits:
             self._check_logits_placement()
-            self.reconstruct_after = None          # never inside the backbone
 
     def _check_logits_placement(self) -> None:
         name = type(self).__name__
@@ -68,7 +96,7 @@ class ExpeditedViT(ExpediteMixin, VisionTransformer):
     def reconstructs_logits(self) -> bool:
         """Whether the outputs stay on the centre map for the segmentor to reconstruct the
         head's logits (expedited with ``reconstruct_placement='logits'``)."""
-        return self.expedited and self.expedite_args.reconstruct_placement == "logits"
+        return self.expedited and self.expedite_args.on_logits
 
     def forward(self, inputs: Tensor) -> Tuple:
         if self.reconstructs_logits:
@@ -87,46 +115,11 @@ class ExpeditedViT(ExpediteMixin, VisionTransformer):
         :meth:`reconstruct_map`; otherwise the outputs are the full-resolution ones of
         :meth:`forward` and ``state`` is None. Nothing is kept on the module.
         """
-        if not self.expedited:
+        result = self._expedited_outputs(inputs, self.out_indices, self.out_origin) \
+            if self.expedited else None
+        if result is None:
             return super().forward(inputs), None
-        B = inputs.shape[0]
-        x, hw = self.patch_embed(inputs)
-        if not self._can_expedite(hw):
-            return super().forward(inputs), None
-        # Embedding exactly as the stock forward.
-        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
-        x = self._pos_embeding(x, hw, self.pos_embed)
-        if not self.with_cls_token:
-            x = x[:, 1:]
-        if self.pre_norm:
-            x = self.pre_ln(x)
-
-        on_centres = self.reconstructs_logits
-        outs: List = []
-        if self.out_origin:
-            outs.append(self._output(x, hw))
-        state = None
-        last = len(self.layers) - 1
-        if self.cluster_after == 0:
-            x, state = self._cluster_tokens(x, hw)
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i == last and self.final_norm:
-                x = self.norm1(x)
-            if i + 1 == self.reconstruct_after:
-                if i == last and self.final_norm and isinstance(state, KeepState):
-                    state = state.map_fill(self.norm1)  # tokens that skipped the span
-                x, state = self._reconstruct_tokens(x, state), None
-            if i in self.out_indices:
-                if state is None:
-                    outs.append(self._output(x, hw))
-                elif on_centres:
-                    outs.append(self._output(x, state.grid))
-                else:
-                    outs.append(self._output(self._reconstruct_tokens(x, state), hw))
-            if i + 1 == self.cluster_after:
-                x, state = self._cluster_tokens(x, hw)
-        # in-backbone placement: reconstructed at reconstruct_after <= depth, state is None
+        outs, state = result
         return tuple(outs), state
 
     def reconstruct_map(self, maps: Tensor, state: ClusterState) -> Tensor:
@@ -151,36 +144,28 @@ class ExpeditedViT(ExpediteMixin, VisionTransformer):
         # and so would everything after it (the resize, slide accumulation: 2x slower)
         return tokens.transpose(1, 2).reshape(B, K, *state.hw).contiguous()
 
-    def _split(self, x: Tensor) -> Tuple[Optional[Tensor], Tensor]:
-        return (x[:, :1], x[:, 1:]) if self.with_cls_token else (None, x)
 
-    def _join(self, cls: Optional[Tensor], tokens: Tensor) -> Tensor:
-        return tokens if cls is None else torch.cat((cls, tokens), dim=1)
+@MODELS.register_module()
+class ExpeditedViT(SegmentationViTMixin, VisionTransformer):
+    """mmseg's ``VisionTransformer`` that runs layers ``cluster_after+1 .. reconstruct_after``
+    on cluster centres instead of all patch tokens (``docs/method.md`` §4.1).
 
-    def _cluster_tokens(self, x: Tensor, hw: Tuple[int, int]):
-        cls, tokens = self._split(x)
-        centers, state = self.clustering(tokens, hw, **self._reduction_guide(x))
-        return self._join(cls, centers), state
+    Takes every ``VisionTransformer`` argument, with the same state-dict keys, plus the
+    expedite arguments (:data:`~expedite_mm.core.args.DENSE_VIT`: ``cluster_after``,
+    ``reconstruct_after``, ``reconstruct_placement``, ``cluster_grid``, ``cluster_window``,
+    ``cluster_iters``, ``temperature``, ``reconstruct_k``, ``reconstruct_normalize``,
+    ``reconstruct_neighbours``, ``reconstruct_ties``, ``reducer``, ``reconstructor``); see
+    :class:`SegmentationViTMixin` for the placements. With ``reducer=dict(type='EViT')``
+    tokens are scored by the class-token attention of layer ``cluster_after + 1`` (its own
+    norm and q/k projections applied to the tokens entering it); ToMe matches on that
+    layer's keys averaged over heads.
+    """
 
-    def _reduction_guide(self, x: Tensor) -> dict:
-        """What the reducer needs besides the tokens (class-token attention, keys), from
-        the first layer after clustering applied to all tokens x (B, [1 +] N, C)."""
-        needs = getattr(self.clustering, "needs", ())
-        if not needs:
-            return {}
-        layer = self.layers[self.cluster_after]
-        attention = layer.attn.attn                      # torch nn.MultiheadAttention
-        return attention_guide(layer.norm1(x), attention.in_proj_weight,
-                               attention.in_proj_bias, attention.num_heads, needs,
-                               self.with_cls_token)
+    adapter = ViTTokens
 
-    def _reconstruct_tokens(self, x: Tensor, state) -> Tensor:
-        cls, centers = self._split(x)
-        return self._join(cls, self.reconstruction(centers, state))
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._setup_segmentation()
 
-    def _output(self, x: Tensor, hw: Tuple[int, int]):
-        """Tokens (B, [1 +] H*W, C) of an ``hw`` grid (the token grid, or the centre map
-        with the logits placement) -> the stock output format."""
-        cls, tokens = self._split(x)
-        out = tokens.reshape(x.shape[0], hw[0], hw[1], -1).permute(0, 3, 1, 2).contiguous()
-        return [out, x[:, 0]] if self.output_cls_token else out
+
+__all__ = ["ExpeditedViT", "SegmentationViTMixin", "ViTTokens"]

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.reducers import KeepState, LayerwiseTokenDropping, attention_guide
-from .expedite import ClassificationExpediteArgs, ExpediteMixin
-from .mmpretrain_compat import import_stock
+from ..compat.mmpretrain import import_stock
+from ..core import CLASSIFICATION_VIT, ExpediteMixin, GridTokens
+from ..ops.layerwise import LayerwiseTokenDropping
+from ..ops.reducers import attention_guide
 
 VisionTransformer = import_stock("mmpretrain.models.backbones.vision_transformer").VisionTransformer
 
@@ -47,12 +48,81 @@ def layer_attention(attention: nn.Module, x: Tensor, key_size: Optional[Tensor] 
     return out, probs if probabilities else None, k.mean(dim=1) if keys else None
 
 
+class ClassificationTokens(GridTokens):
+    """mmpretrain ``VisionTransformer``: ``num_extra_tokens`` extra tokens, then the patch
+    tokens; ``ln1`` after the last layer; the stock ``_format_output``."""
+
+    @property
+    def extra_tokens(self) -> int:
+        return self.model.num_extra_tokens
+
+    def embed(self, inputs: Tensor):
+        vit = self.model
+        x, hw = vit.patch_embed(inputs)
+        if vit.cls_token is not None:
+            x = torch.cat((vit.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = x + vit.resize_pos_embed(vit.pos_embed, vit.patch_resolution, hw,
+                                     mode=vit.interpolate_mode,
+                                     num_extra_tokens=vit.num_extra_tokens)
+        return vit.pre_norm(vit.drop_after_pos(x)), hw
+
+    def too_small(self, hw):
+        return None if self.model.layerwise is not None else super().too_small(hw)
+
+    def after_layer(self, index: int, x: Tensor) -> Tensor:
+        vit = self.model
+        return vit.ln1(x) if index == len(vit.layers) - 1 and vit.final_norm else x
+
+    def guide(self, x: Tensor) -> dict:
+        """Class-token attention / keys of layer alpha + 1 (its ln1 and q/k projections)."""
+        layer = self.model.layers[self.model.cluster_after]
+        qkv = layer.attn.qkv
+        return attention_guide(layer.ln1(x), qkv.weight, qkv.bias, layer.attn.num_heads,
+                               self.model.clustering.needs, self.model.with_cls_token)
+
+    def output(self, x: Tensor, hw):
+        return self.model._format_output(x, hw)
+
+    def output_on_centres(self, x: Tensor, state):
+        return self.output(x, state.hw)    # clustering only: the class token (cls_token)
+
+
+class LayerwiseTokens(ClassificationTokens):
+    """EViT / ToMe inside the layers (``layerwise_reducer``): a reducing layer is the stock
+    layer computed from its submodules with the reduction between attention and MLP; ToMe's
+    token sizes are handed from layer to layer within one forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.size: Optional[Tensor] = None        # tokens held by every token (ToMe)
+
+    def layer(self, index: int, layer: nn.Module, x: Tensor, state) -> Tensor:
+        reducer = self.model.layerwise
+        dropping = isinstance(reducer, LayerwiseTokenDropping)
+        proportional = not dropping and reducer.proportional_attention and self.size is not None
+        acts = reducer.acts_in(index)
+        if not (acts or proportional):
+            return layer(x)
+        out, probs, keys = layer_attention(layer.attn, layer.ln1(x),
+                                           key_size=self.size if proportional else None,
+                                           probabilities=acts and dropping,
+                                           keys=acts and not dropping)
+        x = x + out
+        if acts and dropping:
+            x = reducer(x, probs)
+        elif acts:
+            if self.size is None:
+                self.size = x.new_ones(x.shape[:2], dtype=torch.float32)
+            x, self.size = reducer(x, keys, self.size, index)
+        return layer.ffn(layer.ln2(x), identity=x)
+
+
 class ExpeditedVisionTransformer(ExpediteMixin, VisionTransformer):
     """mmpretrain's ``VisionTransformer`` with token clustering, or EViT/ToMe, for
     classification (``docs/method.md`` §4.4).
 
     Takes every ``VisionTransformer`` argument, with the same state-dict keys, plus the
-    expedite arguments of :class:`~expedite_mm.models.expedite.ClassificationExpediteArgs`:
+    expedite arguments of :data:`~expedite_mm.core.args.CLASSIFICATION_VIT`:
 
     * ``cluster_after=a, cluster_grid=(h, w)``: the tokens are clustered after the a-th
       layer (Expedit-SWAG's ``clustering_location`` a; τ defaults to its 1). With
@@ -70,15 +140,17 @@ class ExpeditedVisionTransformer(ExpediteMixin, VisionTransformer):
     Disabled (neither set), the forward is the stock one, bit for bit.
     """
 
-    expedite_args_class = ClassificationExpediteArgs
+    expedite_family = CLASSIFICATION_VIT
+    adapter = ClassificationTokens
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         depth = len(self.layers)
-        self._setup_expedite(depth, self.expedite_args.cluster_grid, what="layers")
-        self.reconstruct = self.expedite_args.reconstruct
+        self._setup_expedite(depth, self.expedite_args.grid.cluster_grid, what="layers")
         self.layerwise = self.expedite_args.build_layerwise(depth)
-        clusters_only = self.clustering is not None and not self.reconstruct
+        if self.layerwise is not None:
+            self.adapter = LayerwiseTokens
+        clusters_only = self.clustering is not None and self.reconstruct_after is None
         if (clusters_only or self.layerwise is not None) and self.out_type != "cls_token":
             what = "clustering only (reconstruct=False)" if clusters_only else "layerwise_reducer"
             raise ValueError(f"out_type={self.out_type!r} needs every patch token, which "
@@ -93,108 +165,9 @@ class ExpeditedVisionTransformer(ExpediteMixin, VisionTransformer):
     def expedited(self) -> bool:
         return self.clustering is not None or self.layerwise is not None
 
-    # ------------------------------------------------------------------ forward
     def forward(self, inputs: Tensor) -> Tuple:
-        if not self.expedited:
-            return super().forward(inputs)
-        x, hw = self.patch_embed(inputs)
-        if self.layerwise is None and not self._can_expedite(hw):
-            return super().forward(inputs)
-        x = self._embed(x, hw)
-        if self.layerwise is not None:
-            return self._forward_layerwise(x, hw)
-        return self._forward_clustered(x, hw)
-
-    def _embed(self, x: Tensor, hw: Tuple[int, int]) -> Tensor:
-        """Patch tokens -> the first layer's input, exactly as the stock forward."""
-        if self.cls_token is not None:
-            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        x = x + self.resize_pos_embed(self.pos_embed, self.patch_resolution, hw,
-                                      mode=self.interpolate_mode,
-                                      num_extra_tokens=self.num_extra_tokens)
-        return self.pre_norm(self.drop_after_pos(x))
-
-    def _final(self, index: int, x: Tensor) -> Tensor:
-        return self.ln1(x) if index == len(self.layers) - 1 and self.final_norm else x
-
-    def _forward_clustered(self, x: Tensor, hw: Tuple[int, int]) -> Tuple:
-        outs: List[Tensor] = []
-        state = None
-        if self.cluster_after == 0:
-            x, state = self._cluster_tokens(x, hw)
-        for i, layer in enumerate(self.layers):
-            x = self._final(i, layer(x))
-            if i + 1 == self.reconstruct_after:
-                if i == len(self.layers) - 1 and self.final_norm and isinstance(state, KeepState):
-                    state = state.map_fill(self.ln1)   # tokens that skipped the span
-                x, state = self._reconstruct_tokens(x, state), None
-            if i in self.out_indices:
-                full = x if state is None or not self.reconstruct else \
-                    self._reconstruct_tokens(x, state)
-                outs.append(self._format_output(full, hw))
-            if i + 1 == self.cluster_after:
-                x, state = self._cluster_tokens(x, hw)
-        return tuple(outs)
-
-    def _forward_layerwise(self, x: Tensor, hw: Tuple[int, int]) -> Tuple:
-        outs: List[Tensor] = []
-        size: Optional[Tensor] = None        # tokens held by every token (ToMe)
-        dropping = isinstance(self.layerwise, LayerwiseTokenDropping)
-        proportional = not dropping and self.layerwise.proportional_attention
-        for i, layer in enumerate(self.layers):
-            if self.layerwise.acts_in(i) or (proportional and size is not None):
-                x, size = self._reducing_layer(i, layer, x, size, dropping, proportional)
-            else:
-                x = layer(x)
-            x = self._final(i, x)
-            if i in self.out_indices:
-                outs.append(self._format_output(x, hw))
-        return tuple(outs)
-
-    def _reducing_layer(self, index: int, layer: nn.Module, x: Tensor, size: Optional[Tensor],
-                        dropping: bool, proportional: bool) -> Tuple[Tensor, Optional[Tensor]]:
-        """A ``TransformerEncoderLayer`` with the reduction between attention and MLP."""
-        acts = self.layerwise.acts_in(index)
-        out, probs, keys = layer_attention(layer.attn, layer.ln1(x),
-                                           key_size=size if proportional else None,
-                                           probabilities=acts and dropping,
-                                           keys=acts and not dropping)
-        x = x + out
-        if acts and dropping:
-            x = self.layerwise(x, probs)
-        elif acts:
-            if size is None:
-                size = x.new_ones(x.shape[:2], dtype=torch.float32)
-            x, size = self.layerwise(x, keys, size, index)
-        return layer.ffn(layer.ln2(x), identity=x), size
-
-    # ------------------------------------------------------------------ one-shot reduction
-    def _split(self, x: Tensor) -> Tuple[Optional[Tensor], Tensor]:
-        n = self.num_extra_tokens
-        return (x[:, :n], x[:, n:]) if n else (None, x)
-
-    def _join(self, extra: Optional[Tensor], tokens: Tensor) -> Tensor:
-        return tokens if extra is None else torch.cat((extra, tokens), dim=1)
-
-    def _cluster_tokens(self, x: Tensor, hw: Tuple[int, int]):
-        extra, tokens = self._split(x)
-        centers, state = self.clustering(tokens, hw, **self._reduction_guide(x))
-        return self._join(extra, centers), state
-
-    def _reduction_guide(self, x: Tensor) -> dict:
-        """Class-token attention / keys for the EViT / ToMe reducers, from the first layer
-        after clustering applied to all tokens x (B, [1 +] N, C)."""
-        needs = getattr(self.clustering, "needs", ())
-        if not needs:
-            return {}
-        layer = self.layers[self.cluster_after]
-        qkv = layer.attn.qkv
-        return attention_guide(layer.ln1(x), qkv.weight, qkv.bias, layer.attn.num_heads, needs,
-                               self.with_cls_token)
-
-    def _reconstruct_tokens(self, x: Tensor, state) -> Tensor:
-        extra, centers = self._split(x)
-        return self._join(extra, self.reconstruction(centers, state))
+        result = self._expedited_outputs(inputs, self.out_indices) if self.expedited else None
+        return super().forward(inputs) if result is None else tuple(result[0])
 
 
 def register() -> List[str]:
@@ -205,4 +178,5 @@ def register() -> List[str]:
     return ["ExpeditedVisionTransformer"]
 
 
-__all__ = ["ExpeditedVisionTransformer", "layer_attention", "register"]
+__all__ = ["ExpeditedVisionTransformer", "ClassificationTokens", "LayerwiseTokens",
+           "layer_attention", "register"]

@@ -19,7 +19,7 @@ map's size -- what Expedit-SAM's ``hourglass_image_encoder.py`` computes.
 
 The model wrapper :class:`SAMImageEncoder` (preprocessing + encoder -> image embeddings)
 lets the encoder run through our FLOPs/latency tools: mmpretrain's own ``ImageClassifier``
-cannot be built here without torchvision (see :mod:`~expedite_mm.models.mmpretrain_compat`).
+cannot be built here without torchvision (see :mod:`~expedite_mm.compat.mmpretrain`).
 """
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ from mmengine.registry import MODELS
 from mmengine.structures import BaseDataElement
 from torch import Tensor, nn
 
+from ..compat.mmpretrain import import_stock, register_stock_in
+from ..core import WINDOWED_VIT, ExpediteMixin, WindowTokens
+from ..core.args import DEFAULT_GRID
 from ..ops.reducers import GRID_REDUCERS
-from ..ops.window import (WindowClusterState, cluster_windows, clustered_window_hw,
-                          reconstruct_windows, validate_clustered_window_size)
-from .expedite import DEFAULT_GRID, ExpediteMixin, WindowViTExpediteArgs
-from .mmpretrain_compat import import_stock, register_stock_in
+from ..ops.window import (WindowClusterState, clustered_window_hw,
+                          validate_clustered_window_size)
 
 STOCK_MODULE = "mmpretrain.models.backbones.vit_sam"
 _stock = import_stock(STOCK_MODULE)   # tolerates a missing torchvision only
@@ -58,13 +59,53 @@ def sam_layer(layer: nn.Module, x: Tensor, window_size: int) -> Tensor:
     return layer.ffn(layer.ln2(x), identity=x)
 
 
+class SAMTokens(WindowTokens):
+    """SAM's encoder: a ``(B, H, W, C)`` map, windows of K in most layers and global
+    attention in a few; on the centres the windowed layers attend within windows of k and
+    the global ones over the map of centres; outputs through the neck."""
+
+    def embed(self, inputs: Tensor):
+        """Patch embedding and absolute positions, exactly as the stock forward."""
+        sam = self.model
+        B = inputs.shape[0]
+        x, patch_resolution = sam.patch_embed(inputs)
+        x = x.view(B, patch_resolution[0], patch_resolution[1], sam.embed_dims)
+        if sam.use_abs_pos:
+            pos_embed = _stock.resize_pos_embed(
+                sam.pos_embed.flatten(1, 2), sam.patch_resolution, patch_resolution,
+                mode=sam.interpolate_mode, num_extra_tokens=0)
+            x = sam.drop_after_pos(x + pos_embed.view(1, *patch_resolution, sam.embed_dims))
+        return x, tuple(x.shape[1:3])
+
+    def layer(self, index: int, layer: nn.Module, x: Tensor, state) -> Tensor:
+        if state is None:
+            return layer(x)
+        return sam_layer(layer, x, self.model.clustered_window_size if layer.window_size > 0 else 0)
+
+    def cluster(self, x: Tensor, hw):
+        B, H, W, C = x.shape
+        centers, state = super().cluster(x.reshape(B, H * W, C), hw)
+        return centers.view(B, *state.clustered_hw, C), state
+
+    def reconstruct(self, x: Tensor, state: WindowClusterState) -> Tensor:
+        B, C = x.shape[0], x.shape[-1]
+        return super().reconstruct(x.reshape(B, -1, C), state).view(B, *state.hw, C)
+
+    def output(self, x: Tensor, hw) -> Tensor:
+        """(B, H, W, C) -> the stock output: the neck's (B, out_channels, H, W) map."""
+        x = x.permute(0, 3, 1, 2)
+        if self.model.out_channels > 0:
+            x = self.model.channel_reduction(x)
+        return self.model._format_output(x)
+
+
 class ExpeditedViTSAM(ExpediteMixin, ViTSAM):
     """mmpretrain's ``ViTSAM`` with window token clustering (``docs/method.md`` §4.3).
 
     Takes every ``ViTSAM`` argument, with the same state-dict keys (mmpretrain's converted
     SAM checkpoints load unmodified), plus the expedite arguments of
-    :class:`~expedite_mm.models.expedite.WindowViTExpediteArgs`: ``cluster_after`` (α,
-    layers before clustering), ``reconstruct_after`` (default: the last layer),
+    :data:`~expedite_mm.core.args.WINDOWED_VIT`: ``cluster_after`` (α, layers before
+    clustering), ``reconstruct_after`` (default: the last layer),
     ``clustered_window_size`` (k; default ``round(0.7 K)``), ``cluster_padding`` and the
     operator settings (``cluster_window``, ``cluster_iters``, ``temperature``,
     ``reconstruct_k``, ``reconstruct_normalize``, ``reconstruct_neighbours``,
@@ -77,86 +118,35 @@ class ExpeditedViTSAM(ExpediteMixin, ViTSAM):
     warning).
     """
 
-    expedite_args_class = WindowViTExpediteArgs
+    expedite_family = WINDOWED_VIT
+    adapter = SAMTokens
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        expedite = self.expedite_args
-        windows = sorted({layer.window_size for layer in self.layers if layer.window_size > 0})
-        window_size = windows[0] if len(windows) == 1 else None
-        if window_size is None and expedite.cluster_after is not None:
+        windows = self.expedite_args.windows
+        sizes = sorted({layer.window_size for layer in self.layers if layer.window_size > 0})
+        window_size = sizes[0] if len(sizes) == 1 else None
+        if window_size is None and self.expedite_args.cluster_after is not None:
             raise ValueError(f"ExpeditedViTSAM clusters inside the attention windows, so the "
-                             f"windowed layers need one window_size > 0, got {windows or 0}")
-        k = expedite.clustered_window_size
+                             f"windowed layers need one window_size > 0, got {sizes or 0}")
+        k = windows.clustered_window_size
         if window_size is not None:
             if k is None:   # the ViT default ratio per window side: 14 -> 10
                 k = max(1, round(DEFAULT_GRID * window_size))
             k = validate_clustered_window_size(k, window_size)
         self.window_size, self.clustered_window_size = window_size, k
+        self.cluster_padding = windows.cluster_padding
         self._setup_expedite(len(self.layers), (k or 1, k or 1), what="layers",
                              allowed_reducers=GRID_REDUCERS)
 
+    def clustered_hw(self, hw: Tuple[int, int]) -> Tuple[int, int]:
+        """The map of window centres an ``hw`` token map is clustered to."""
+        k = self.clustered_window_size
+        return clustered_window_hw(hw, self.window_size, (k, k), self.cluster_padding)
+
     def forward(self, inputs: Tensor) -> Tuple[Tensor, ...]:
-        if not self.expedited:
-            return super().forward(inputs)
-        x = self._embed(inputs)
-        hw = tuple(x.shape[1:3])
-        clustered = self._clustered_hw(hw)
-        if clustered[0] * clustered[1] >= hw[0] * hw[1]:
-            self._warn_fallback(hw, f"a {clustered[0]}x{clustered[1]} map of window centres")
-            return super().forward(inputs)
-
-        k = self.clustered_window_size
-        outs: List[Tensor] = []
-        state: Optional[WindowClusterState] = None
-        if self.cluster_after == 0:
-            x, state = self._cluster(x)
-        for i, layer in enumerate(self.layers):
-            if state is None:
-                x = layer(x)
-            else:
-                x = sam_layer(layer, x, k if layer.window_size > 0 else 0)
-            if i + 1 == self.reconstruct_after:
-                x, state = self._reconstruct(x, state), None
-            if i in self.out_indices:
-                outs.append(self._output(x if state is None else self._reconstruct(x, state)))
-            if i + 1 == self.cluster_after:
-                x, state = self._cluster(x)
-        return tuple(outs)
-
-    def _embed(self, inputs: Tensor) -> Tensor:
-        """Patch embedding and absolute positions, exactly as the stock forward: (B, H, W, C)."""
-        B = inputs.shape[0]
-        x, patch_resolution = self.patch_embed(inputs)
-        x = x.view(B, patch_resolution[0], patch_resolution[1], self.embed_dims)
-        if self.use_abs_pos:
-            pos_embed = _stock.resize_pos_embed(
-                self.pos_embed.flatten(1, 2), self.patch_resolution, patch_resolution,
-                mode=self.interpolate_mode, num_extra_tokens=0)
-            x = self.drop_after_pos(x + pos_embed.view(1, *patch_resolution, self.embed_dims))
-        return x
-
-    def _clustered_hw(self, hw: Tuple[int, int]) -> Tuple[int, int]:
-        k = self.clustered_window_size
-        return clustered_window_hw(hw, self.window_size, (k, k), self.expedite_args.cluster_padding)
-
-    def _cluster(self, x: Tensor) -> Tuple[Tensor, WindowClusterState]:
-        B, H, W, C = x.shape
-        centers, state = cluster_windows(self.clustering, x.reshape(B, H * W, C), (H, W),
-                                         self.window_size, pad=self.expedite_args.cluster_padding)
-        return centers.view(B, *state.clustered_hw, C), state
-
-    def _reconstruct(self, x: Tensor, state: WindowClusterState) -> Tensor:
-        B, C = x.shape[0], x.shape[-1]
-        full = reconstruct_windows(self.reconstruction, x.reshape(B, -1, C), state)
-        return full.view(B, *state.hw, C)
-
-    def _output(self, x: Tensor) -> Tensor:
-        """(B, H, W, C) -> the stock output: the neck's (B, out_channels, H, W) map."""
-        x = x.permute(0, 3, 1, 2)
-        if self.out_channels > 0:
-            x = self.channel_reduction(x)
-        return self._format_output(x)
+        result = self._expedited_outputs(inputs, self.out_indices) if self.expedited else None
+        return super().forward(inputs) if result is None else tuple(result[0])
 
 
 class SAMImageEncoder(BaseModel):
@@ -211,4 +201,5 @@ def register_in(package: str) -> List[str]:
     return register_stock_in(package, [ExpeditedViTSAM, SAMImageEncoder], [ViTSAM])
 
 
-__all__ = ["ExpeditedViTSAM", "SAMImageEncoder", "ViTSAM", "sam_layer", "register_in"]
+__all__ = ["ExpeditedViTSAM", "SAMImageEncoder", "SAMTokens", "ViTSAM", "sam_layer",
+           "register_in"]

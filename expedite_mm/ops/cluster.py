@@ -30,18 +30,20 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from dataclasses import dataclass, field
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..utils.compat import FULLGRAPH_COMPILE, is_compiling, is_exporting
+
 GridSpec = Union[int, float, Sequence[int]]
 
 # One source of truth for the operators' defaults (docs/method.md) and their validation;
-# the backbones' argument definitions (expedite_mm/models/expedite.py) import these.
+# the backbones' argument definitions (expedite_mm/core/args.py) import these.
 DEFAULT_WINDOW = 5
 DEFAULT_ITERS = 5
 DEFAULT_TEMPERATURE = 50.0
@@ -312,17 +314,22 @@ def _layout(hw: Tuple[int, int], grid: Tuple[int, int], window: int, tile: int,
             device: str) -> _Layout:
     """The index tables for one shape and tile side, on ``device``: constants of the graph
     when traced."""
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+    if is_compiling() or is_exporting():
         return _to_tensors(_layout_arrays(hw, grid, window, tile), device)
     return _layout_tensors(hw, grid, window, tile, device)
 
 
-# What ``torch.compiler.assume_constant_result`` does (dynamo treats the results as
-# constants), without importing torch._dynamo with this module: that import costs about a
-# second and installs warning filters process-wide. tests/test_deploy.py checks that the
-# operators still compile without a graph break.
-_layout._dynamo_marked_constant = True
-_plan._dynamo_marked_constant = True
+# The index tables are constants of a traced graph: exactly what the public
+# ``torch.compiler.assume_constant_result`` marks on a function, without calling it,
+# because it imports torch._dynamo, which on import (torch 2.13) costs 3-4 s and installs
+# seven process-wide warning filters (one ignores every torch.jit TracerWarning) -- not
+# what importing the operators may do. tests/test_core.py checks that the mark is the
+# public API's, tests/test_deploy.py that the operators compile without a graph break.
+# torch 2.1's dynamo fails on the marked tables (an internal assertion); unmarked, it
+# compiles around them with graph breaks (FULLGRAPH_COMPILE, utils/compat.py).
+if FULLGRAPH_COMPILE:
+    _layout._dynamo_marked_constant = True
+    _plan._dynamo_marked_constant = True
 
 
 def _by_tile(values: Tensor, index: Tensor, nt: int) -> Tensor:
@@ -399,7 +406,6 @@ class ClusterState:
     hw: Tuple[int, int]
     grid: Tuple[int, int]
     window: int
-    _neighbours: Dict[tuple, Tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
 
     @property
     def layout(self) -> _Layout:
@@ -518,16 +524,15 @@ class TokenReconstruction(nn.Module):
                 f"neighbours={self.neighbours!r}, ties={self.ties!r}")
 
     def weights(self, state: ClusterState) -> Tuple[Tensor, Tensor]:
-        """(index (B, N, k'), weight (B, N, k')) of every token's centres; memoised on state.
+        """(index (B, N, k'), weight (B, N, k')) of every token's centres.
 
         ``"local"``: the token's candidate cells (``k' = lambda``; a token near the border
-        of the grid has fewer, padded with index 0 and weight 0).
+        of the grid has fewer, padded with index 0 and weight 0). A caller that
+        reconstructs several times from one state computes them once and passes them to
+        :meth:`forward`.
         """
-        key = (self.k, self.temperature, self.normalize, self.neighbours, self.ties)
-        if key not in state._neighbours:
-            with torch.autocast(device_type=state.tokens.device.type, enabled=False):
-                state._neighbours[key] = self._weights(state)
-        return state._neighbours[key]
+        with torch.autocast(device_type=state.tokens.device.type, enabled=False):
+            return self._weights(state)
 
     def _weights(self, state: ClusterState) -> Tuple[Tensor, Tensor]:
         offset = state.tokens.mean(1, keepdim=True)       # as in the EM: centred, same distances
@@ -549,7 +554,7 @@ class TokenReconstruction(nn.Module):
                 # order of the backend (ONNX Runtime's differs from ours)
                 scale = z.pow(2).sum(-1, keepdim=True) + s.pow(2).sum(-1).amax(-1)[:, None, None]
                 kth = dist[..., -1:] + 8 * torch.finfo(z.dtype).eps * scale
-                if (torch.compiler.is_compiling() or torch.compiler.is_exporting()
+                if (is_compiling() or is_exporting()
                         or torch.onnx.is_in_onnx_export()):
                     dist = relative.masked_fill(relative > kth, math.inf)
                     index = torch.arange(M, device=z.device).expand(B, relative.shape[1], M)
@@ -573,13 +578,15 @@ class TokenReconstruction(nn.Module):
             weight = F.normalize(weight, p=2.0, dim=-1)
         return index, weight
 
-    def forward(self, centers: Tensor, state: ClusterState) -> Tensor:
+    def forward(self, centers: Tensor, state: ClusterState,
+                weights: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
         """Reconstruct the tokens.
 
         Args:
             centers: (B, M, C) the centres after the layers that refined them (or any
                 per-centre values, e.g. a head's logits).
             state: the :class:`ClusterState` of the clustering that made them.
+            weights: what :meth:`weights` returns for ``state`` (computed if not given).
 
         Returns:
             (B, N, C) in the centres' dtype.
@@ -588,7 +595,7 @@ class TokenReconstruction(nn.Module):
         if M != state.centers.shape[1] or B != state.centers.shape[0]:
             raise ValueError(f"centers of shape {tuple(centers.shape)} do not match the "
                              f"clustering state ({tuple(state.centers.shape)})")
-        index, weight = self.weights(state)
+        index, weight = self.weights(state) if weights is None else weights
         with torch.autocast(device_type=centers.device.type, enabled=False):
             out = weighted_gather(centers.to(compute_dtype(centers.dtype)), index, weight)
         return out.to(centers.dtype)
@@ -637,7 +644,7 @@ def weighted_gather(values: Tensor, index: Tensor, weight: Tensor) -> Tensor:
     B, M, C = values.shape
     N, k = index.shape[1:]
     weight = weight.to(values.dtype)
-    if torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+    if is_exporting() or torch.onnx.is_in_onnx_export():
         dense = values.new_zeros(B, N, M).scatter_add(2, index, weight)
         return torch.bmm(dense, values)
     flat = (index + torch.arange(B, device=index.device).view(B, 1, 1) * M).reshape(B * N, k)

@@ -23,10 +23,10 @@ ToMe       bipartite soft matching, merged to M tokens  Unmerge
 both work per Swin window). ``EViT`` and ``ToMe`` keep no grid: their states only make
 sense to their own reconstructor, and they apply to plain ViTs only.
 
-For classification, :data:`LAYERWISE_REDUCERS` hold EViT and ToMe as Expedit-SWAG ran
-them (:class:`LayerwiseTokenDropping`, :class:`LayerwiseTokenMerging`): not one reduction
-to a budget, but steps inside several layers, between attention and MLP, with the class
-token taking part; the shared steps are :func:`keep_top_tokens` and :func:`merge_tokens`.
+EViT and ToMe as Expedit-SWAG ran them for classification -- steps inside several
+layers, not one reduction to a budget -- live in :mod:`expedite_mm.ops.layerwise`; the
+steps they share with the reducers here are :func:`keep_top_tokens` and
+:func:`merge_tokens`.
 
 Some reducers need more than the tokens (``needs``): ``cls_attention`` (B, N), the class
 token's attention to every token, and ``keys`` (B, N, d), attention keys averaged over
@@ -36,7 +36,6 @@ the backbones pass them as keyword arguments.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, replace
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -44,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..utils.compat import CPU_HALF_BMM
 from .cluster import (DEFAULT_WINDOW, ClusterState, GridSpec, TokenClustering,
                       TokenReconstruction, compute_dtype, resolve_grid, validate_choice,
                       validate_grid, validate_window)
@@ -154,6 +154,13 @@ class BilinearReconstruction(nn.Module):
 EVIT_SCORES = ("cls_attention", "norm")
 
 
+def _bmm(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.bmm``; float16 on a CPU without float16 products (torch 2.1) in float32."""
+    if a.dtype == torch.float16 and a.device.type == "cpu" and not CPU_HALF_BMM:
+        return torch.bmm(a.float(), b.float()).to(a.dtype)
+    return torch.bmm(a, b)
+
+
 def keep_top_tokens(tokens: Tensor, score: Tensor, n_keep: int, fuse: bool = False,
                     normalize_fused: bool = True) -> Tuple[Tensor, Tensor]:
     """EViT's selection: the ``n_keep`` tokens of highest ``score``, in their original order.
@@ -173,7 +180,7 @@ def keep_top_tokens(tokens: Tensor, score: Tensor, n_keep: int, fuse: bool = Fal
         if normalize_fused:
             weight = weight / weight.sum(1, keepdim=True).clamp_min(torch.finfo(weight.dtype).tiny)
         others = tokens.gather(1, dropped[..., None].expand(-1, -1, C))
-        fused = torch.bmm(weight[:, None, :].to(tokens.dtype), others)     # (B, 1, C)
+        fused = _bmm(weight[:, None, :].to(tokens.dtype), others)     # (B, 1, C)
         kept = torch.cat([kept, fused], dim=1)
     return kept, index
 
@@ -297,7 +304,7 @@ def bipartite_matching(metric: Tensor, r: int, protect_first: bool = False) -> M
     token first). ``protect_first``: the first token (a class token) is never merged.
     """
     unit = F.normalize(metric, dim=-1)
-    similarity = torch.bmm(unit[:, 0::2], unit[:, 1::2].transpose(1, 2))   # (B, nA, nB)
+    similarity = _bmm(unit[:, 0::2], unit[:, 1::2].transpose(1, 2))   # (B, nA, nB)
     best, match = similarity.max(dim=-1)                                   # (B, nA)
     if protect_first:
         best = torch.cat([torch.full_like(best[:, :1], -math.inf), best[:, 1:]], dim=1)
@@ -420,186 +427,43 @@ class UnmergeReconstruction(nn.Module):
         return reduced.gather(1, state.source[..., None].expand(-1, -1, reduced.shape[2]))
 
 
-# --------------------------------------------------------------------------- layerwise
-# EViT and ToMe as they run for classification (Expedit-SWAG's models/evit.py and its
-# ToMe patch): not one reduction at one place, but inside several layers, between the
-# attention and the MLP, with the class token taking part. The backbone computes the
-# layer's attention (probabilities or keys) and hands it over; docs/method.md §4.4.
-EVIT_LAYERWISE_SCORES = ("mean_attention", "cls_attention")
-
-
-def _validate_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _validate_layers(layers: Any, depth: int, name: str) -> Tuple[int, ...]:
-    try:
-        layer_numbers = tuple(layers)
-    except TypeError:
-        layer_numbers = ()
-    if not layer_numbers or not all(_is_count(n) for n in layer_numbers) \
-            or not all(1 <= n <= depth for n in layer_numbers) \
-            or len(set(layer_numbers)) != len(layer_numbers):
-        raise ValueError(f"{name} must be distinct layer numbers in [1, {depth}] (1-based: the "
-                         f"layer whose attention is followed by the reduction), got {layers!r}")
-    return tuple(sorted(int(n) for n in layer_numbers))
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-class LayerwiseTokenDropping(nn.Module):
-    """EViT as Expedit-SWAG ran it on ImageNet: tokens dropped inside several layers.
-
-    In each layer of ``layers`` the attention runs on all tokens; after its residual, the
-    ``ceil(keep_rate * n)`` of the ``n`` non-class tokens with the highest score are kept
-    (the rate applies to the tokens present, so it compounds) and the layer's MLP and all
-    later layers see only those. With ``fuse_token`` the dropped tokens are summed,
-    weighted by their raw scores, into one more token that later layers treat like any
-    other.
-
-    Args:
-        depth: the backbone's number of layers.
-        keep_rate: in (0, 1] (Expedit-SWAG's ``base_keep_rate``; default 0.7).
-        layers: 1-based numbers of the dropping layers; default the layers after a
-            quarter, a half and three quarters of the depth (24 layers: 7, 13, 19), which
-            are Expedit-SWAG's per-model ``drop_loc`` defaults (0-based 6, 12, 18) + 1.
-        fuse_token: append EViT's fused token (default True, the release's model default).
-        score: ``'mean_attention'`` (default; what the release computes: the attention a
-            token receives, averaged over heads and over all queries, the class token's
-            included) or ``'cls_attention'`` (the EViT paper's: the class token's row,
-            averaged over heads).
-
-    ``forward(x (B, 1+n, C), attention (B, heads, 1+n, 1+n)) -> (B, 1+k[+1], C)``: x the
-    tokens after the layer's attention residual, class token first; attention the
-    layer's softmax probabilities.
-    """
-
-    needs: Tuple[str, ...] = ("attention",)
-
-    def __init__(self, depth: int, keep_rate: float = 0.7, layers: Optional[Sequence[int]] = None,
-                 fuse_token: bool = True, score: str = "mean_attention") -> None:
-        super().__init__()
-        if isinstance(keep_rate, bool) or not isinstance(keep_rate, numbers.Real) \
-                or not 0 < keep_rate <= 1:
-            raise ValueError(f"keep_rate must be a number in (0, 1], got {keep_rate!r}")
-        self.keep_rate = float(keep_rate)
-        if layers is None:
-            layers = sorted({depth // 4 + 1, depth // 2 + 1, 3 * depth // 4 + 1})
-        self.layers = _validate_layers(layers, depth, "layers")
-        self.fuse_token = _validate_bool(fuse_token, "fuse_token")
-        self.score = validate_choice(score, "score", EVIT_LAYERWISE_SCORES)
-
-    def extra_repr(self) -> str:
-        return (f"keep_rate={self.keep_rate}, layers={self.layers}, "
-                f"fuse_token={self.fuse_token}, score={self.score!r}")
-
-    def acts_in(self, index: int) -> bool:
-        """Whether the layer of 0-based ``index`` drops tokens."""
-        return index + 1 in self.layers
-
-    def forward(self, x: Tensor, attention: Tensor) -> Tensor:
-        n = x.shape[1] - 1
-        n_keep = math.ceil(self.keep_rate * n)
-        if n_keep >= n:
-            return x
-        attention = attention.to(compute_dtype(attention.dtype))
-        if self.score == "mean_attention":
-            score = attention.mean(dim=(1, 2))[:, 1:]
-        else:
-            score = attention[:, :, 0, 1:].mean(dim=1)
-        kept, _ = keep_top_tokens(x[:, 1:], score, n_keep, fuse=self.fuse_token,
-                                  normalize_fused=False)
-        return torch.cat([x[:, :1], kept], dim=1)
-
-
-class LayerwiseTokenMerging(nn.Module):
-    """ToMe as Expedit-SWAG ran it on ImageNet: ``r`` tokens merged in every layer.
-
-    In every layer, after the attention residual and before the MLP, one round of
-    bipartite soft matching (:func:`merge_tokens`, on the layer's keys averaged over
-    heads; the class token takes part in the alternation but is never merged) merges
-    ``r`` tokens by size-weighted averaging. With ``proportional_attention`` (ToMe's
-    off-the-shelf setting, which the release uses) every attention adds ``log(size)`` of
-    each key token to its logits once tokens have been merged.
-
-    Args:
-        depth: the backbone's number of layers.
-        r: tokens merged per layer: an int (every layer) or one int per layer from the
-            first (missing ones: 0); capped per layer at half the tokens present.
-        proportional_attention: default True.
-
-    ``forward(x (B, n, C), keys (B, n, d), size (B, n), index) -> (x (B, n - r, C), size)``
-    in the layer of 0-based ``index``; ``schedule``: r of every layer.
-    """
-
-    needs: Tuple[str, ...] = ("keys",)
-
-    def __init__(self, depth: int, r: Any = 0, proportional_attention: bool = True) -> None:
-        super().__init__()
-        schedule = [r] * depth if _is_count(r) else r
-        try:
-            schedule = list(schedule)
-        except TypeError:
-            schedule = None
-        if schedule is None or len(schedule) > depth or not all(
-                _is_count(v) and v >= 0 for v in schedule):
-            raise ValueError(f"r must be an int >= 0 or a list of at most {depth} ints >= 0 "
-                             f"(tokens merged in each layer), got {r!r}")
-        self.r = int(r) if _is_count(r) else tuple(int(v) for v in schedule)
-        self.schedule = tuple(int(v) for v in schedule) + (0,) * (depth - len(schedule))
-        self.proportional_attention = _validate_bool(proportional_attention,
-                                                     "proportional_attention")
-
-    def extra_repr(self) -> str:
-        return f"r={self.r}, proportional_attention={self.proportional_attention}"
-
-    def acts_in(self, index: int) -> bool:
-        """Whether the layer of 0-based ``index`` merges tokens."""
-        return self.schedule[index] > 0
-
-    def forward(self, x: Tensor, keys: Tensor, size: Tensor, index: int) -> Tuple[Tensor, Tensor]:
-        return merge_tokens(x, keys, size, self.schedule[index], protect_first=True)
-
-
 # --------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
-class _Entry:
+class Entry:
+    """A reducer or reconstructor type: its class, the kind of state it produces/accepts,
+    the options a config dict may set besides ``type``, and the shared settings it takes
+    from the backbone's arguments (``build_reduction``'s ``clustering`` /
+    ``reconstruction``)."""
+
     cls: type
-    state: str                      # what kind of state it produces / accepts
-    options: Tuple[str, ...]        # keys a config dict may set besides ``type``
+    state: str
+    options: Tuple[str, ...] = ()
+    shared: Tuple[str, ...] = ()
 
 
-REDUCERS: Dict[str, _Entry] = {
-    "Cluster": _Entry(TokenClustering, "grid", ()),
-    "AvgPool": _Entry(AdaptiveAvgPoolReduction, "grid", ()),
-    "EViT": _Entry(AttentiveTokenKeeping, "keep", ("score", "fuse")),
-    "ToMe": _Entry(BipartiteMerging, "merge", ("metric",)),
+REDUCERS: Dict[str, Entry] = {
+    "Cluster": Entry(TokenClustering, "grid", shared=("window", "iters", "temperature")),
+    "AvgPool": Entry(AdaptiveAvgPoolReduction, "grid", shared=("window",)),
+    "EViT": Entry(AttentiveTokenKeeping, "keep", ("score", "fuse")),
+    "ToMe": Entry(BipartiteMerging, "merge", ("metric",)),
 }
-RECONSTRUCTORS: Dict[str, _Entry] = {
-    "Cluster": _Entry(TokenReconstruction, "grid", ()),
-    "Bilinear": _Entry(BilinearReconstruction, "grid", ()),
-    "Scatter": _Entry(ScatterReconstruction, "keep", ()),
-    "Unmerge": _Entry(UnmergeReconstruction, "merge", ()),
+RECONSTRUCTORS: Dict[str, Entry] = {
+    "Cluster": Entry(TokenReconstruction, "grid",
+                     shared=("k", "temperature", "normalize", "neighbours", "ties")),
+    "Bilinear": Entry(BilinearReconstruction, "grid"),
+    "Scatter": Entry(ScatterReconstruction, "keep"),
+    "Unmerge": Entry(UnmergeReconstruction, "merge"),
 }
 # AvgPool pairs with the method's reconstruction by default (the paper's Table 3).
 DEFAULT_RECONSTRUCTOR = {"Cluster": "Cluster", "AvgPool": "Cluster", "EViT": "Scatter",
                          "ToMe": "Unmerge"}
-# Reducers that act inside several layers (classification backbones; see above).
-LAYERWISE_REDUCERS: Dict[str, _Entry] = {
-    "EViT": _Entry(LayerwiseTokenDropping, "layerwise",
-                   ("keep_rate", "layers", "fuse_token", "score")),
-    "ToMe": _Entry(LayerwiseTokenMerging, "layerwise", ("r", "proportional_attention")),
-}
 # Reducers that produce an h x w grid (and so also work per Swin window).
 GRID_REDUCERS = tuple(name for name, entry in REDUCERS.items() if entry.state == "grid")
 
 
-def _parse(spec: Optional[Mapping[str, Any]], name: str, table: Dict[str, _Entry],
-           default: str) -> Tuple[str, Dict[str, Any]]:
+def parse_spec(spec: Optional[Mapping[str, Any]], name: str, table: Mapping[str, Entry],
+               default: str) -> Tuple[str, Dict[str, Any]]:
+    """``(type, options)`` of a ``dict(type=..., **options)`` config of ``table``."""
     if spec is None:
         return default, {}
     if not isinstance(spec, Mapping) or "type" not in spec:
@@ -613,11 +477,21 @@ def _parse(spec: Optional[Mapping[str, Any]], name: str, table: Dict[str, _Entry
     if unknown:
         allowed = table[kind].options
         where = (f"allowed: {allowed}" if allowed else
-                 "it takes none; the method's pair is configured by cluster_grid, "
-                 "cluster_window, cluster_iters, temperature and reconstruct_*"
-                 if kind == "Cluster" else "it takes none")
+                 "it takes none; it is configured by cluster_grid, cluster_window, "
+                 "cluster_iters, temperature and reconstruct_* (the backbone's arguments)"
+                 if table[kind].shared else "it takes none")
         raise ValueError(f"{name}={{'type': {kind!r}}} has unknown option(s) {unknown} ({where})")
     return kind, options
+
+
+def build_entry(entry: Entry, prefix: str, shared: Mapping[str, Any], **kwargs) -> nn.Module:
+    """``entry.cls`` with its shared settings (those ``shared`` holds; the class defaults
+    for the others) and ``kwargs``; a ValueError names the option as ``prefix.option``."""
+    try:
+        return entry.cls(**{key: shared[key] for key in entry.shared if key in shared},
+                         **kwargs)
+    except ValueError as error:
+        raise ValueError(f"{prefix}.{error}") from error
 
 
 def build_reduction(reducer: Optional[Mapping[str, Any]], reconstructor: Optional[Mapping[str, Any]],
@@ -626,60 +500,35 @@ def build_reduction(reducer: Optional[Mapping[str, Any]], reconstructor: Optiona
                     allowed: Sequence[str] = tuple(REDUCERS)) -> Tuple[str, nn.Module, str, nn.Module]:
     """Build a reducer/reconstructor pair from config dicts (``None``: the method's pair).
 
-    ``grid`` is the budget of every reducer; ``clustering`` (window, iters, temperature)
-    and ``reconstruction`` (k, temperature, normalize, neighbours) configure the 'Cluster'
-    pair (``window`` is also the local neighbourhood of AvgPool states). ``allowed``
-    restricts the reducer types (e.g. :data:`GRID_REDUCERS` for Swin). Raises
-    ``ValueError`` for unknown types/options and pairs whose states do not fit.
+    ``grid`` is the budget of every reducer. Every type is built the same way: its
+    ``shared`` settings from ``clustering`` (window, iters, temperature) or
+    ``reconstruction`` (k, temperature, normalize, neighbours, ties) -- the backbone's
+    arguments -- and its own options from the config dict. ``allowed`` restricts the
+    reducer types (e.g. :data:`GRID_REDUCERS` for Swin). Raises ``ValueError`` for unknown
+    types/options and pairs whose states do not fit.
     Returns ``(reducer_type, reducer, reconstructor_type, reconstructor)``.
     """
-    reducer_type, reducer_options = _parse(reducer, "reducer", REDUCERS, "Cluster")
+    reducer_type, reducer_options = parse_spec(reducer, "reducer", REDUCERS, "Cluster")
     if reducer_type not in allowed:
         raise ValueError(f"reducer type {reducer_type!r} is not available here: allowed "
                          f"{tuple(allowed)} (EViT/ToMe keep no token grid, so they apply to "
                          f"plain ViT backbones only)")
-    recon_type, recon_options = _parse(reconstructor, "reconstructor", RECONSTRUCTORS,
-                                       DEFAULT_RECONSTRUCTOR[reducer_type])
+    recon_type, recon_options = parse_spec(reconstructor, "reconstructor", RECONSTRUCTORS,
+                                           DEFAULT_RECONSTRUCTOR[reducer_type])
     if REDUCERS[reducer_type].state != RECONSTRUCTORS[recon_type].state:
         fits = tuple(n for n, e in RECONSTRUCTORS.items() if e.state == REDUCERS[reducer_type].state)
         raise ValueError(f"reconstructor type {recon_type!r} cannot undo reducer "
                          f"{reducer_type!r}; use one of {fits}")
-    if reducer_type == "Cluster":
-        reduce_module = TokenClustering(grid, **clustering)
-    elif reducer_type == "AvgPool":
-        reduce_module = AdaptiveAvgPoolReduction(grid, window=clustering["window"])
-    else:
-        reduce_module = _with_prefix(REDUCERS[reducer_type].cls, "reducer", grid=grid,
-                                     **reducer_options)
-    if recon_type == "Cluster":
-        recon_module = TokenReconstruction(**reconstruction)
-    else:
-        recon_module = RECONSTRUCTORS[recon_type].cls(**recon_options)
+    reduce_module = build_entry(REDUCERS[reducer_type], "reducer", clustering, grid=grid,
+                                **reducer_options)
+    recon_module = build_entry(RECONSTRUCTORS[recon_type], "reconstructor", reconstruction,
+                               **recon_options)
     return reducer_type, reduce_module, recon_type, recon_module
-
-
-def build_layerwise_reducer(spec: Optional[Mapping[str, Any]], depth: int
-                            ) -> Optional[nn.Module]:
-    """A :data:`LAYERWISE_REDUCERS` module from its config dict (``None``: none) for a
-    backbone of ``depth`` layers; ``ValueError`` for unknown types, options or values."""
-    if spec is None:
-        return None
-    kind, options = _parse(spec, "layerwise_reducer", LAYERWISE_REDUCERS, "")
-    return _with_prefix(LAYERWISE_REDUCERS[kind].cls, "layerwise_reducer", depth=depth, **options)
-
-
-def _with_prefix(cls: type, prefix: str, **kwargs) -> nn.Module:
-    """Build ``cls``; a ValueError names the option as ``prefix.option``."""
-    try:
-        return cls(**kwargs)
-    except ValueError as error:
-        raise ValueError(f"{prefix}.{error}") from error
 
 
 __all__ = ["AdaptiveAvgPoolReduction", "BilinearReconstruction", "AttentiveTokenKeeping",
            "ScatterReconstruction", "BipartiteMerging", "UnmergeReconstruction", "KeepState",
-           "MergeState", "REDUCERS", "RECONSTRUCTORS", "DEFAULT_RECONSTRUCTOR",
-           "GRID_REDUCERS", "build_reduction", "attention_guide", "EVIT_SCORES",
-           "TOME_METRICS", "keep_top_tokens", "Matching", "bipartite_matching", "merge_tokens",
-           "LayerwiseTokenDropping", "LayerwiseTokenMerging", "LAYERWISE_REDUCERS",
-           "EVIT_LAYERWISE_SCORES", "build_layerwise_reducer"]
+           "MergeState", "Entry", "REDUCERS", "RECONSTRUCTORS", "DEFAULT_RECONSTRUCTOR",
+           "GRID_REDUCERS", "build_reduction", "build_entry", "parse_spec", "attention_guide",
+           "EVIT_SCORES", "TOME_METRICS", "keep_top_tokens", "Matching", "bipartite_matching",
+           "merge_tokens"]

@@ -10,15 +10,13 @@ partitions the refined map the same way, restores every window from its *own* ce
 (one batched :class:`~expedite_mm.ops.cluster.TokenReconstruction` call) and crops the
 padding away.
 
-Also here: the relative-position-bias helpers the expedited Swin blocks need to attend
-within the smaller window (the standard Swin index, the bilinear table resize, and
-SwinV2's log-spaced coordinate table of the smaller window).
+How the blocks attend within the smaller windows (shifted-window attention with window
+k, the position biases) is model-side: ``expedite_mm/models/window_attention.py``.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +67,7 @@ def window_merge(windows: Tensor, window: Tuple[int, int], batch: int,
 
 
 # --------------------------------------------------------------------------- operators
-@dataclass
+@dataclass(frozen=True)
 class _WindowGroup:
     """Windows of one content shape: rows ``rows[0]:rows[1]`` x cols ``cols[0]:cols[1]`` of
     the (padded) token map, cut into ``window`` windows of ``grid`` centres each."""
@@ -78,7 +76,7 @@ class _WindowGroup:
     cols: Tuple[int, int]
     window: Tuple[int, int]
     grid: Tuple[int, int]
-    inner: ClusterState = None
+    inner: Optional[ClusterState] = None      # the clustering state of its windows
 
     @property
     def n_windows(self) -> Tuple[int, int]:
@@ -175,15 +173,16 @@ def cluster_windows(clustering: nn.Module, tokens: Tensor, hw: Tuple[int, int],
     x = tokens.view(B, H, W, C)
     if pad:
         x = pad_to_windows(x, window_size)
-    layout = _groups((H, W), window_size, grid, pad)
-    rows = []
-    for row in layout:
-        parts = []
-        for group in row:
+    layout, rows = [], []
+    for groups in _groups((H, W), window_size, grid, pad):
+        parts, states = [], []
+        for group in groups:
             windows = window_partition(x[:, group.rows[0]:group.rows[1], group.cols[0]:group.cols[1]],
                                        group.window)                    # (B*n, wh*ww, C)
-            centers, group.inner = clustering(windows, group.window, grid=group.grid)
+            centers, inner = clustering(windows, group.window, grid=group.grid)
+            states.append(replace(group, inner=inner))
             parts.append(window_merge(centers, group.grid, B, group.n_windows))
+        layout.append(states)
         rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
     clustered = torch.cat(rows, dim=1) if len(rows) > 1 else rows[0]
     state = WindowClusterState((H, W), window_size, grid, B, layout)
@@ -229,121 +228,6 @@ def reconstruct_windows(reconstruction: nn.Module, centers: Tensor,
     return full[:, :H, :W].reshape(B, H * W, C)
 
 
-# --------------------------------------------------------------------------- attention
-def shift_attention_mask(padded_hw: Tuple[int, int], window_size: int, shift_size: int,
-                         device=None) -> Optional[Tensor]:
-    """Swin's shifted-window mask: (nW, n, n) with 0 within a region, -100 across regions.
-
-    After the map is rolled by ``-shift_size``, a window at the bottom/right edge holds
-    tokens from up to three regions per axis (``[0, -K)``, ``[-K, -shift)``,
-    ``[-shift, end)``), which must not attend to each other. ``None`` when not shifted.
-    """
-    if shift_size <= 0:
-        return None
-    H, W = padded_hw
-
-    def regions(size: int) -> Tensor:
-        label = torch.zeros(size, dtype=torch.long, device=device)
-        label[size - window_size:] = 1
-        label[size - shift_size:] = 2
-        return label
-
-    label = (regions(H)[:, None] * 3 + regions(W)[None, :])[None, :, :, None]
-    windows = window_partition(label, (window_size, window_size)).squeeze(-1)   # (nW, n)
-    different = windows[:, None, :] != windows[:, :, None]
-    return torch.zeros(different.shape, device=device).masked_fill_(different, -100.0)
-
-
-def shifted_window_attention(x: Tensor, hw: Tuple[int, int], window_size: int,
-                             shift_size: int, attend: Callable[[Tensor, Optional[Tensor]], Tensor],
-                             mask_shift: Optional[int] = None) -> Tensor:
-    """Swin's (shifted-)window self-attention of a token map, for any window size.
-
-    The map is zero-padded to multiples of the window, rolled by ``-shift_size``, cut
-    into windows, attended within each (``attend(windows (B*nW, n, C), mask)``, ``mask``
-    (nW, n, n) or ``None``), put back, rolled back and cropped -- what the stock Swin
-    attention does with its own window size. ``mask_shift`` builds the mask for another
-    shift than the roll (default: the same).
-
-    Args:
-        x: (B, H*W, C) (already normed, as the stock attention receives it).
-        hw: (H, W).
-
-    Returns:
-        (B, H*W, C), before the attention's drop path.
-    """
-    B, N, C = x.shape
-    H, W = hw
-    padded = pad_to_windows(x.view(B, H, W, C), window_size)
-    Hp, Wp = padded.shape[1:3]
-    if shift_size > 0:
-        padded = torch.roll(padded, shifts=(-shift_size, -shift_size), dims=(1, 2))
-    mask_shift = shift_size if mask_shift is None else mask_shift
-    mask = shift_attention_mask((Hp, Wp), window_size, mask_shift if shift_size > 0 else 0,
-                                device=x.device)
-    windows = window_partition(padded, (window_size, window_size))
-    out = attend(windows, mask)
-    out = window_merge(out, (window_size, window_size), B, (Hp // window_size, Wp // window_size))
-    if shift_size > 0:
-        out = torch.roll(out, shifts=(shift_size, shift_size), dims=(1, 2))
-    return out[:, :H, :W].reshape(B, H * W, C)
-
-
-# --------------------------------------------------------------------------- position bias
-def relative_position_index(window_size: int, device=None) -> Tensor:
-    """Swin's (K*K, K*K) index into a ((2K-1)**2, heads) relative-position-bias table.
-
-    Tokens p = (i1, j1), q = (i2, j2) of a K x K window look up row
-    ``(i1 - i2 + K - 1) * (2K - 1) + (j1 - j2 + K - 1)``.
-    """
-    coords = torch.arange(window_size, device=device)
-    rows = coords.repeat_interleave(window_size)
-    cols = coords.repeat(window_size)
-    d_row = rows[:, None] - rows[None, :] + window_size - 1
-    d_col = cols[:, None] - cols[None, :] + window_size - 1
-    return d_row * (2 * window_size - 1) + d_col
-
-
-def resize_bias_table(table: Tensor, window_size: int) -> Tensor:
-    """Bilinearly resize a ((2K-1)**2, heads) bias table to ((2k-1)**2, heads).
-
-    The table is read as a (2K-1) x (2K-1) image per head and resized with
-    ``F.interpolate(mode="bilinear", align_corners=False)``; ``k == K`` returns it as is.
-    """
-    length, heads = int(table.shape[0]), int(table.shape[1])
-    side = math.isqrt(length)
-    if side * side != length or side % 2 == 0:
-        raise ValueError(f"a relative-position-bias table of {length} rows is not "
-                         f"(2K-1)**2 for an int K")
-    new_side = 2 * window_size - 1
-    if new_side == side:
-        return table
-    image = table.t().reshape(1, heads, side, side)
-    resized = F.interpolate(image, size=(new_side, new_side), mode="bilinear",
-                            align_corners=False)
-    return resized.reshape(heads, new_side * new_side).t().contiguous()
-
-
-def crop_coords_table(table: Tensor, window_size: int) -> Tensor:
-    """SwinV2's continuous-position-bias input for a k x k window, from the K x K one.
-
-    table: (1, 2K-1, 2K-1, 2), row ``(dy + K-1, dx + K-1)`` holding ``f(dy), f(dx)`` with
-    ``f(d) = sign(t) * log2(1 + |t|) / log2(8)``, ``t = 8 * d / (P - 1)`` for the pretrained
-    window P (the window K itself when none was set). Every entry depends on its offset
-    alone, so window k's table -- offsets in [-(k-1), k-1], normalised by the same P -- is
-    the centre of window K's: returns that (1, 2k-1, 2k-1, 2) view (k == K: the table).
-    """
-    if table.dim() != 4 or table.shape[1] != table.shape[2] or table.shape[3] != 2 \
-            or table.shape[1] % 2 == 0:
-        raise ValueError(f"a SwinV2 relative-coordinates table is (1, 2K-1, 2K-1, 2) for an "
-                         f"int K, got {tuple(table.shape)}")
-    K = (table.shape[1] + 1) // 2
-    validate_clustered_window_size(window_size, K, "window_size")
-    lo, hi = K - window_size, K + window_size - 1
-    return table[:, lo:hi, lo:hi]
-
-
 __all__ = ["DEFAULT_WINDOW_K", "WindowClusterState", "cluster_windows", "reconstruct_windows",
-           "clustered_window_hw", "shift_attention_mask", "shifted_window_attention",
-           "pad_to_windows", "window_partition", "window_merge", "relative_position_index",
-           "resize_bias_table", "crop_coords_table", "validate_clustered_window_size"]
+           "clustered_window_hw", "pad_to_windows", "window_partition", "window_merge",
+           "validate_clustered_window_size"]

@@ -13,6 +13,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from .compat import profiler_event_ns
+
 
 @dataclass
 class Timing:
@@ -56,7 +58,7 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     events = sorted((e for e in prof.profiler.kineto_results.events()
-                     if e.name() == "[memory]"), key=lambda e: e.start_ns())
+                     if e.name() == "[memory]"), key=profiler_event_ns)
     live = peak = 0
     for event in events:
         live += event.nbytes()

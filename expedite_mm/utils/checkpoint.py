@@ -19,6 +19,14 @@ outside the allow-list, with torch's reason; ``--trust-checkpoint`` /
 :class:`CheckpointMismatchError` (:func:`load_state_dict_checked`: missing or unexpected
 keys and shape mismatches, unless a partial load is asked for).
 
+torch before 2.6 cannot widen its ``weights_only`` allow-list for a scope (torch 2.1's is a
+fixed list of torch types, and its unpickler builds no numpy array). There the same
+allow-list is enforced by :class:`RestrictedUnpickler`, handed to :func:`torch.load` as its
+``pickle_module``: every global a file names is looked up in the allow-list (torch's own
+tensor-rebuilding functions and types, plus :func:`safe_globals`) and anything else is
+refused before it is imported, so nothing outside the list can be called or built. Nothing
+is loaded with safety off unless ``trust`` is given.
+
 ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` in the environment is refused (a
 :class:`CheckpointError` when a scope is entered without ``trust``): it is process-wide and
 inherited, so it does not say which file is trusted; honoured, it would unpickle every URL
@@ -27,7 +35,7 @@ a config names with ``weights_only=False``, and a warning in a long log is easil
 """
 from __future__ import annotations
 
-import argparse
+import _compat_pickle
 import contextlib
 import contextvars
 import io
@@ -45,6 +53,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 import torch
+
+from .compat import SAFE_GLOBALS_API, checkpoint_schemes
 
 FORCE_UNSAFE_ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 _TRUE_VALUES = ("1", "y", "yes", "true")      # what torch.load accepts as set
@@ -122,7 +132,13 @@ def safe_globals() -> List[Any]:
 @contextlib.contextmanager
 def allowed_checkpoint_types() -> Iterator[None]:
     """Scope in which torch's ``weights_only`` unpickler also accepts :func:`safe_globals`
-    (``torch.serialization.safe_globals``; entries already allowed are left alone)."""
+    (``torch.serialization.safe_globals``; entries already allowed are left alone).
+
+    On torch < 2.6 torch's list cannot be widened: the scope changes nothing there, and
+    our loaders unpickle through :class:`RestrictedUnpickler` instead."""
+    if not SAFE_GLOBALS_API:
+        yield
+        return
     present = set(torch.serialization.get_safe_globals())
     with torch.serialization.safe_globals([g for g in safe_globals() if g not in present]):
         yield
@@ -134,9 +150,91 @@ def allow_official_checkpoint_types() -> None:
     Our tools never call this (they load inside :func:`checkpoint_policy`); it is for
     scripts that load official checkpoints through other code, e.g. mmseg's own
     ``tools/test.py`` with our configs, and chose to widen the list for the process.
+
+    Raises:
+        RuntimeError: on torch < 2.6, whose allow-list cannot be widened (load through
+            :func:`load_checkpoint_file` or inside :func:`checkpoint_policy` there).
     """
+    if not SAFE_GLOBALS_API:
+        raise RuntimeError(
+            f"allow_official_checkpoint_types() needs torch >= 2.6 "
+            f"(torch.serialization.add_safe_globals); this is torch {torch.__version__}. "
+            f"Load through expedite_mm.utils.checkpoint.load_checkpoint_file, or inside "
+            f"checkpoint_policy() (our tools do), which are safe on every torch.")
     present = set(torch.serialization.get_safe_globals())
     torch.serialization.add_safe_globals([g for g in safe_globals() if g not in present])
+
+
+# --------------------------------------------------------------------------- torch < 2.6
+# torch's own weights_only types (torch 2.1's list, by name: the functions and types a
+# torch.save of tensors, parameters and state dicts refers to), for RestrictedUnpickler.
+_TORCH_GLOBALS = (
+    "collections.OrderedDict", "torch.nn.parameter.Parameter", "torch.Size", "torch.Tensor",
+    "torch.serialization._get_layout", "torch._tensor._rebuild_from_type_v2",
+    "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
+    "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_sparse_tensor", "torch._utils._rebuild_meta_tensor_no_storage",
+    # bytes pickled with protocol 2 (torch.save's default), e.g. inside numpy scalars
+    "_codecs.encode",
+)
+
+
+def _resolve(dotted: str) -> Optional[Any]:
+    module_name, _, name = dotted.rpartition(".")
+    module = sys.modules.get(module_name) or __import__(module_name, fromlist=[name])
+    return getattr(module, name, None)
+
+
+def _restricted_allow_list() -> Dict[str, Any]:
+    """``{"module.name": object}``: torch's own types and :func:`safe_globals`."""
+    allowed: Dict[str, Any] = {}
+    for dotted in _TORCH_GLOBALS:
+        found = _resolve(dotted)
+        if found is not None:
+            allowed[dotted] = found
+    for name in dir(torch):                     # torch.float32, torch.strided, ...
+        value = getattr(torch, name, None)
+        if isinstance(value, (torch.dtype, torch.layout, torch.memory_format)):
+            allowed[f"torch.{name}"] = value
+    for entry in safe_globals():
+        if isinstance(entry, tuple):
+            value, dotted = entry
+        else:
+            value, dotted = entry, f"{entry.__module__}.{entry.__qualname__}"
+        allowed[dotted] = value
+    return allowed
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """The ``weights_only`` allow-list for torch < 2.6: an unpickler that resolves only the
+    globals of :func:`_restricted_allow_list` (the standard way to restrict pickle: every
+    callable or class a pickle can reach is looked up through ``find_class``). Storages are
+    resolved by torch's own wrapper before ``find_class`` is asked."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        # protocol 2 (torch.save's default) names builtins as Python 2 did (__builtin__);
+        # pickle maps them back in the find_class this one replaces
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        dotted = f"{module}.{name}"
+        allowed = _restricted_allow_list()
+        if dotted in allowed:
+            return allowed[dotted]
+        raise pickle.UnpicklingError(
+            f"Unsupported global: GLOBAL {dotted} is blocked: it is not in the allow-list "
+            f"of safe types")
+
+
+def _restricted_load(file: Any, **kwargs: Any) -> Any:
+    return RestrictedUnpickler(file, **kwargs).load()
+
+
+# what torch.load uses of its pickle_module (torch < 2.6): Unpickler, load, __name__
+restricted_pickle = type(sys)("expedite_mm_restricted_pickle")
+restricted_pickle.Unpickler = RestrictedUnpickler
+restricted_pickle.load = _restricted_load
 
 
 # --------------------------------------------------------------------------- policy scope
@@ -222,8 +320,12 @@ def torch_load_checked(file: Union[str, io.BytesIO], map_location: Any = "cpu",
     # torch's opposite override wins over weights_only=False: then nothing is trusted
     forced_safe = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "").lower() in _TRUE_VALUES
     try:
-        with allowed_checkpoint_types():
-            return torch.load(file, map_location=map_location, weights_only=not trust)
+        if trust or SAFE_GLOBALS_API or forced_safe:
+            with allowed_checkpoint_types():
+                return torch.load(file, map_location=map_location, weights_only=not trust)
+        # torch < 2.6 (its forced weights_only refuses a pickle_module: torch's list then)
+        return torch.load(file, map_location=map_location, weights_only=False,
+                          pickle_module=restricted_pickle)
     except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError, IndexError,
             struct.error, zipfile.BadZipFile) as error:
         if isinstance(error, RuntimeError) and "map_location" in str(error):
@@ -238,7 +340,7 @@ def torch_load_checked(file: Union[str, io.BytesIO], map_location: Any = "cpu",
 # pickle at all: "Unsupported operand", "String is too long", ...)
 _REFUSAL = re.compile(r"GLOBAL |is not allowed while loading|Can only (create new object|build)|"
                       r"call reduce for unrecognized|must be imported to load|"
-                      r"weights_only=True`` with")
+                      r"weights_only=True`` with|Unsupported class |instantiate unsupported")
 
 
 def _torch_reason(error: BaseException) -> str:
@@ -348,10 +450,23 @@ def load_from_ceph(filename: str, map_location: Any = None) -> Any:
     return torch_load_checked(io.BytesIO(backend.get(filename)), map_location, source=filename)
 
 
+def load_from_pavi(filename: str, map_location: Any = None) -> Any:
+    """``pavi://`` on torch < 2.6, where mmengine's loader (a bare ``torch.load``) would
+    unpickle with ``weights_only=False``: only when trusted."""
+    if not _trusted():
+        raise UntrustedCheckpointError(
+            f"Refused to load the checkpoint {filename}: mmengine loads pavi:// files with "
+            f"torch.load's default, which on torch {torch.__version__} (< 2.6) is "
+            f"weights_only=False. If you trust this file, rerun with --trust-checkpoint "
+            f"(checkpoint_policy(trust=True) in Python).")
+    from mmengine.runner.checkpoint import load_from_pavi as mmengine_load_from_pavi
+    return mmengine_load_from_pavi(filename, map_location)
+
+
 # mmengine's scheme prefixes -> our loader. mmengine's own loaders for these call
 # torch.load bare or torch.hub with weights_only=False; pavi:// (SenseTime-internal) is
-# left to mmengine: it calls torch.load bare, so it gets torch's default (weights_only)
-# with the allow-list of the scope.
+# left to mmengine where torch.load's default is weights_only (torch >= 2.6: then it gets
+# the allow-list of the scope), and refused unless trusted before.
 _ROUTES: Sequence[Tuple[Tuple[str, ...], Callable]] = (
     (("",), load_from_local),
     (("http://", "https://"), load_from_http),
@@ -362,12 +477,17 @@ _ROUTES: Sequence[Tuple[Tuple[str, ...], Callable]] = (
 )
 
 
+def _routes() -> Sequence[Tuple[Tuple[str, ...], Callable]]:
+    return _ROUTES if SAFE_GLOBALS_API else (*_ROUTES, (("pavi://",), load_from_pavi))
+
+
 def _route_checkpoint_schemes() -> Dict[str, Optional[Callable]]:
     from mmengine.runner.checkpoint import CheckpointLoader
+    schemes = checkpoint_schemes()
     saved = {}
-    for prefixes, loader in _ROUTES:
+    for prefixes, loader in _routes():
         for prefix in prefixes:
-            saved[prefix] = CheckpointLoader._schemes.get(prefix)
+            saved[prefix] = schemes.get(prefix)
         CheckpointLoader.register_scheme(list(prefixes), loader, force=True)
     return saved
 
@@ -376,7 +496,7 @@ def _restore_checkpoint_schemes(saved: Dict[str, Optional[Callable]]) -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
     for prefix, loader in saved.items():
         if loader is None:
-            CheckpointLoader._schemes.pop(prefix, None)
+            checkpoint_schemes().pop(prefix, None)
         else:
             CheckpointLoader.register_scheme(prefix, loader, force=True)
 
@@ -508,40 +628,3 @@ def _mismatch_message(model: torch.nn.Module, report: Dict[str, List[str]],
             parts.append(f"{len(items)} {label}: {shown}{more}")
     return (f"The {_describe(source)} does not fit the model ({type(model).__name__}): "
             + " | ".join(parts))
-
-
-# --------------------------------------------------------------------------- converters
-def converter_parser(description: str, source: str) -> argparse.ArgumentParser:
-    """The command line shared by our ``tools/model_converters``: ``SRC DST
-    [--trust-checkpoint]`` (``source`` names what SRC is, e.g. 'official checkpoint')."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("src", help=f"{source}: path or URL (http(s)://, open-mmlab://, ...)")
-    parser.add_argument("dst", help="path of the converted checkpoint")
-    parser.add_argument(
-        "--trust-checkpoint", action="store_true",
-        help="load src with weights_only=False (only for files you trust); by default "
-             "only tensors and an allow-list of safe types are unpickled")
-    return parser
-
-
-def save_converted(state_dict: dict, dst: str, meta: dict) -> None:
-    """Save converted weights in mmengine's checkpoint layout (``meta`` + ``state_dict``).
-
-    Written to a temporary file next to ``dst`` and renamed over it once complete, so a
-    failure (e.g. a full disk) never leaves a truncated ``dst``.
-    """
-    directory = osp.dirname(dst)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    partial = f"{dst}.{os.getpid()}.part"
-    try:
-        with open(partial, "wb") as f:
-            torch.save({"meta": meta, "state_dict": state_dict}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(partial)
-        raise
-    print(f"converted {len(state_dict)} tensors -> {dst}")

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
+
+from .compat import EXTRAS, missing_part
 
 # the backbone keys that switch expediting on (classification: also layerwise_reducer)
 EXPEDITE_SWITCHES = ("cluster_after", "reconstruct_after", "layerwise_reducer")
@@ -32,7 +36,15 @@ class CfgOptionsAction(DictAction):
 
 def load_config(config: Union[str, Config], cfg_options: Optional[dict] = None) -> Config:
     """A config from a path (or a copy of one already loaded), with overrides merged in."""
-    cfg = Config.fromfile(config) if isinstance(config, str) else copy.deepcopy(config)
+    if isinstance(config, str):
+        with warnings.catch_warnings():
+            # mmengine 0.10 resolves `mmseg::`/`mmdet::` bases through pkg_resources, which
+            # setuptools >= 67 deprecates loudly when it is first imported; harmless
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated",
+                                    category=UserWarning)
+            cfg = Config.fromfile(config)
+    else:
+        cfg = copy.deepcopy(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
@@ -141,8 +153,11 @@ def build_model(cfg: Config, checkpoint: Optional[str] = None, device: str = "cp
 def _build_modules(cfg: Config) -> torch.nn.Module:
     """``cfg.model`` built in the config's default scope, as the Runner builds it."""
     from mmengine.registry import MODELS, init_default_scope
+    scope = cfg.get("default_scope", "mmseg")
+    if scope in EXTRAS and importlib.util.find_spec(scope) is None:
+        raise missing_part(scope, EXTRAS[scope], f"this config (default_scope={scope!r})")
     import_custom_modules(cfg)
-    init_default_scope(cfg.get("default_scope", "mmseg"))
+    init_default_scope(scope)
     model_cfg = copy.deepcopy(cfg.model)              # builders may edit the dict they get
     if cfg.get("data_preprocessor") is not None:      # as the Runner does (mmpretrain configs)
         model_cfg.setdefault("data_preprocessor", copy.deepcopy(cfg.data_preprocessor))

@@ -27,6 +27,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .compat import (DYNAMO_ONNX_EXPORTER, DYNAMO_ONNX_EXPORTER_MIN, import_optional,
+                     require_torch)
+
 SUPPORTED = ("mmseg EncoderDecoder (or a subclass: DepthEstimator, Segmenter segmentors) "
              "with a ViT backbone (mmseg VisionTransformer, ExpeditedViT, HybridViT, "
              "ExpeditedHybridViT)")
@@ -57,27 +60,79 @@ def check_exportable(model: torch.nn.Module) -> None:
                          f"{type(model.backbone).__name__} backbone: supported are {SUPPORTED}")
 
 
+EXPORTERS = ("dynamo", "torchscript")
+TORCHSCRIPT_OPSET = 17          # the newest opset torch 2.1's TorchScript exporter writes
+
+
+def default_exporter() -> str:
+    """'dynamo' (the torch.export-based exporter) where this torch has it (>= 2.5, with
+    onnxscript installed), else 'torchscript' (torch.onnx's tracing exporter)."""
+    return "dynamo" if DYNAMO_ONNX_EXPORTER else "torchscript"
+
+
+def export_module(module: torch.nn.Module, inputs: torch.Tensor, path: str,
+                  exporter: Optional[str] = None, dynamic_batch: bool = False,
+                  opset: Optional[int] = None, external_data: bool = False) -> str:
+    """Export ``module(inputs)`` (one tensor in) to ONNX at ``path`` with ``exporter``
+    (:data:`EXPORTERS`; default :func:`default_exporter`). ``dynamic_batch`` makes dim 0 of
+    the input (and of the outputs) symbolic. Returns ``path``.
+
+    Raises:
+        ValueError: an unknown ``exporter``.
+        RuntimeError: 'dynamo' on a torch without it (naming the torch version).
+    """
+    exporter = exporter or default_exporter()
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    import_optional("onnx", "deploy", "ONNX export")
+    if exporter == "dynamo" and not DYNAMO_ONNX_EXPORTER:
+        require_torch(DYNAMO_ONNX_EXPORTER_MIN, "the dynamo ONNX exporter (use exporter="
+                      "'torchscript', --exporter torchscript)")
+        import_optional("onnxscript", "deploy", "the dynamo ONNX exporter")
+    with torch.no_grad(), _quiet_exporter():
+        if exporter == "dynamo":
+            dynamic_shapes = None
+            if dynamic_batch:
+                dynamic_shapes = {"inputs": {0: torch.export.Dim("batch", min=1, max=1024)}}
+            torch.onnx.export(module, (inputs,), path, dynamo=True, verbose=False,
+                              input_names=["inputs"], dynamic_shapes=dynamic_shapes,
+                              opset_version=opset, external_data=external_data)
+        else:
+            outputs = module(inputs)
+            count = 1 if isinstance(outputs, torch.Tensor) else len(outputs)
+            names = [f"output{i}" for i in range(count)]
+            dynamic_axes = ({name: {0: "batch"} for name in ["inputs", *names]}
+                            if dynamic_batch else None)
+            kwargs = {"dynamo": False} if "dynamo" in _export_parameters() else {}
+            torch.onnx.export(module, (inputs,), path, verbose=False, input_names=["inputs"],
+                              output_names=names, dynamic_axes=dynamic_axes,
+                              opset_version=opset or TORCHSCRIPT_OPSET, **kwargs)
+    return path
+
+
+def _export_parameters() -> Sequence[str]:
+    import inspect
+    return list(inspect.signature(torch.onnx.export).parameters)
+
+
 def export_onnx(model: torch.nn.Module, path: str, shape: Tuple[int, int], batch_size: int = 1,
-                dynamic_batch: bool = False, opset: Optional[int] = None) -> str:
+                dynamic_batch: bool = False, opset: Optional[int] = None,
+                exporter: Optional[str] = None) -> str:
     """Export ``model`` (eval mode) at input ``(batch_size, 3, H, W)`` to ``path``.
 
-    Uses the torch.export-based exporter. Weights go into the file (or, beyond ONNX's
-    2 GB protobuf limit, into ``path + '.data'`` next to it). Returns ``path``.
+    ``exporter``: 'dynamo' (torch.export-based, the default where torch >= 2.5 has it) or
+    'torchscript' (torch.onnx's tracing exporter, what torch 2.1 has); see
+    :func:`export_module`. Weights go into the file (or, with the dynamo exporter beyond
+    ONNX's 2 GB protobuf limit, into ``path + '.data'`` next to it). Returns ``path``.
     """
     check_exportable(model)
     inputs = torch.randn(batch_size, 3, *shape)
-    dynamic_shapes = None
-    if dynamic_batch:
-        dynamic_shapes = {"inputs": {0: torch.export.Dim("batch", min=1, max=1024)}}
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     wrapper = TensorForward(model)
     wrapper.eval()
-    with torch.no_grad(), _quiet_exporter():
-        torch.onnx.export(wrapper, (inputs,), path, dynamo=True, verbose=False,
-                          input_names=["inputs"], dynamic_shapes=dynamic_shapes,
-                          opset_version=opset, external_data=weights > 1.8 * 2**30)
-    return path
+    return export_module(wrapper, inputs, path, exporter, dynamic_batch, opset,
+                         external_data=weights > 1.8 * 2**30)
 
 
 @contextlib.contextmanager
@@ -96,7 +151,7 @@ def _quiet_exporter():
 
 def onnxruntime_session(path: str, threads: Optional[int] = None):
     """A CPU ONNX Runtime session for ``path`` (``threads``: intra-op threads)."""
-    import onnxruntime as ort
+    ort = import_optional("onnxruntime", "deploy", "ONNX Runtime inference")
 
     options = ort.SessionOptions()
     if threads is not None:
@@ -173,7 +228,7 @@ def verify(model: torch.nn.Module, path: str, shape: Tuple[int, int], batch_size
 
 def onnx_op_counts(path: str) -> Dict[str, int]:
     """How often each ONNX op type occurs in the main graph of ``path``."""
-    import onnx
+    onnx = import_optional("onnx", "deploy", "reading ONNX files")
 
     graph = onnx.load(path, load_external_data=False).graph
     return dict(Counter(node.op_type for node in graph.node))

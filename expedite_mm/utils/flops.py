@@ -13,8 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import get_shape
+
+from .compat import import_optional
+
+import_optional("fvcore.nn", "flops", "FLOP counting (expedite_mm.utils.flops)")
+from fvcore.nn import FlopCountAnalysis  # noqa: E402
+from fvcore.nn.jit_handles import get_shape  # noqa: E402
 
 
 def _embedding_bag_flops(inputs: List[Any], outputs: List[Any]) -> int:

@@ -454,7 +454,7 @@ def probe_structure(cfg, model, shape) -> Structure:
         stride *= int(getattr(backbone.resnet, "stride", 16))
     token_grid = (math.ceil(shape[0] / stride), math.ceil(shape[1] / stride))
     # (a backbone that turns the logits placement down makes those settings invalid)
-    logits_ok = (kind == "vit" and getattr(type(backbone), "logits_placement_supported", True)
+    logits_ok = (kind == "vit" and getattr(backbone, "logits_placement_supported", True)
                  and str(cfg.model.get("type")).rpartition(".")[2] in
                  ("EncoderDecoder", "ExpeditedEncoderDecoder"))
     return Structure(kind, depth, names, token_grid=token_grid, logits_ok=logits_ok)

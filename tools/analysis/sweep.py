@@ -97,7 +97,8 @@ def parse_args(argv=None):
     parser.add_argument("--out-dir", default="work_dirs/sweep")
     parser.add_argument("--csv", help="default: OUT_DIR/sweep.csv")
     parser.add_argument("--png", help="default: OUT_DIR/sweep.png")
-    parser.add_argument("--plot-x", choices=("tokens", "gflops", "latency_ms"))
+    parser.add_argument("--plot-x", choices=("tokens", "gflops", "gflops_ratio",
+                                             "backbone_ratio", "latency_ms"))
     parser.add_argument("--plot-y", choices=("metric", "gflops", "gflops_ratio", "latency_ms",
                                              "latency_ratio"))
     parser.add_argument("--reference", help="a CSV of published numbers to draw as dashed "
@@ -138,7 +139,7 @@ def plan(args, cfg, shape: Tuple[int, int]) -> List[Dict[str, str]]:
     """Every row's settings as strings (the CSV key), stock first."""
     from expedite_mm.ops.cluster import (DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE,
                                          DEFAULT_WINDOW)
-    from expedite_mm.models.expedite import DEFAULT_CLASSIFICATION_TEMPERATURE
+    from expedite_mm.core.args import DEFAULT_CLASSIFICATION_TEMPERATURE
     backbone = cfg.model.backbone
     temperature = (DEFAULT_CLASSIFICATION_TEMPERATURE
                    if backbone.get("type") == "ExpeditedVisionTransformer" else DEFAULT_TEMPERATURE)
@@ -305,7 +306,7 @@ class Measurer:
             model.load_state_dict(self.stock.state_dict())
             shape = tuple(default_input_shape(cfg)) if row["reducer"] == DOWNSAMPLE else self.shape
         result: Dict[str, Any] = dict(row)
-        patch = _patch_size(cfg)
+        patch = _token_stride(model)
         if patch:
             tokens_hw = (math.ceil(shape[0] / patch), math.ceil(shape[1] / patch))
             if row["grid"]:
@@ -322,11 +323,17 @@ class Measurer:
         return result
 
 
-def _patch_size(cfg) -> Optional[int]:
-    size = cfg.model.backbone.get("patch_size")
-    if size is None and "ViT" in str(cfg.model.backbone.get("type", "")):
-        return 16
-    return size if isinstance(size, int) else None
+def _token_stride(model) -> Optional[int]:
+    """Pixels per token of a plain (or hybrid: ResNet stride x 1x1 patches) ViT backbone."""
+    backbone = getattr(model, "backbone", None)
+    patch = getattr(backbone, "patch_size", None)
+    if not isinstance(patch, int):      # mmpretrain's ViT keeps it in its patch embedding
+        stride = getattr(getattr(getattr(backbone, "patch_embed", None), "projection", None),
+                         "stride", None)
+        if not stride:
+            return None
+        patch = stride[0]
+    return patch * getattr(getattr(backbone, "resnet", None), "stride", 1)
 
 
 def evaluate(args, cfg, row: Dict[str, str]) -> Dict[str, Any]:
@@ -416,6 +423,7 @@ def plot(rows: List[Dict[str, str]], path: str, x: Optional[str] = None,
     names = {"tokens": "tokens kept (cluster size h*w)", "gflops": "GFLOPs (fvcore, whole)",
              "backbone_gflops": "backbone GFLOPs (fvcore)", "latency_ms": "latency (ms)",
              "gflops_ratio": "GFLOPs / stock", "latency_ratio": "latency / stock",
+             "backbone_ratio": "backbone GFLOPs / stock",
              "metric": next((r["metric_name"] for r in rows if r.get("metric_name")), "metric")}
     ax.set_xlabel(names[x])
     ax.set_ylabel(names[y])

@@ -2,7 +2,7 @@
 
     python tools/deployment/pytorch2onnx.py CONFIG [--checkpoint F [--trust-checkpoint]]
         --shape H W --out F.onnx [--batch-size 1] [--dynamic] [--verify [--tolerance 1e-3]]
-        [--threads N] [--cfg-options k=v ...]
+        [--exporter dynamo|torchscript] [--threads N] [--cfg-options k=v ...]
 
 Supported models: mmseg ``EncoderDecoder`` and its subclasses (``DepthEstimator``, the
 Segmenter segmentors) with a plain-ViT backbone: mmseg ``VisionTransformer``,
@@ -15,7 +15,9 @@ argmax) on a preprocessed ``(B, 3, H, W)`` batch. Token clustering and reconstru
 become plain ONNX ops (no Loop, no custom op); their index tables are constants of the
 token grid, so ``H x W`` is fixed; ``--dynamic`` makes the batch dimension dynamic.
 Without ``--checkpoint`` the weights are random (enough for latency and for checking the
-export). ``--verify`` runs the file with ONNX Runtime (CPU) on a random batch and
+export). ``--exporter``: torch's torch.export-based exporter ('dynamo', the default on
+torch >= 2.5 with onnxscript) or its TorchScript tracing exporter ('torchscript', the
+default before, e.g. on torch 2.1). ``--verify`` runs the file with ONNX Runtime (CPU) on a random batch and
 compares with PyTorch: printed are the largest absolute difference, that difference
 relative to the largest absolute PyTorch output, and the relative error
 ``||ORT - PyTorch|| / ||PyTorch||`` over all outputs; the exit status is 1 when the
@@ -47,6 +49,9 @@ def parse_args(argv=None):
                         help="compare ONNX Runtime (CPU) with PyTorch on a random batch")
     parser.add_argument("--tolerance", type=float, default=1e-3,
                         help="largest accepted relative (L2) error of --verify")
+    parser.add_argument("--exporter", choices=("dynamo", "torchscript"),
+                        help="torch's ONNX exporter (default: dynamo where torch >= 2.5 has "
+                             "it, else torchscript)")
     parser.add_argument("--threads", type=int, help="torch / ONNX Runtime CPU threads")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
     args = parser.parse_args(argv)
@@ -76,12 +81,20 @@ def main(argv=None) -> dict:
         check_exportable(model)
     except ValueError as error:
         raise SystemExit(f"pytorch2onnx: {error}")
-    export_onnx(model, args.out, shape, args.batch_size, args.dynamic)
+    try:
+        export_onnx(model, args.out, shape, args.batch_size, args.dynamic,
+                    exporter=args.exporter)
+    except RuntimeError as error:
+        if "needs torch" not in str(error):
+            raise
+        raise SystemExit(f"pytorch2onnx: {error}")
     ops = onnx_op_counts(args.out)
     print(f"wrote {args.out}: {sum(ops.values())} nodes, "
           f"{', '.join(f'{op} {n}' for op, n in sorted(ops.items(), key=lambda kv: -kv[1]))}")
+    from expedite_mm.utils.deploy import default_exporter
     summary = {"config": args.config, "out": args.out, "shape": list(shape),
-               "batch_size": args.batch_size, "dynamic": args.dynamic, "ops": ops}
+               "batch_size": args.batch_size, "dynamic": args.dynamic, "ops": ops,
+               "exporter": args.exporter or default_exporter()}
     if args.verify:
         check = verify(model, args.out, shape, args.batch_size, args.tolerance,
                        threads=args.threads)

@@ -159,8 +159,8 @@ def extract_state_dict(checkpoint: Any) -> Dict[str, Tensor]:
 def main(argv=None) -> None:
     # Run as a script from anywhere: make the repository's expedite_mm importable.
     sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), "..", "..")))
-    from expedite_mm.utils.checkpoint import (converter_parser, load_checkpoint_file,
-                                              save_converted)
+    from expedite_mm.utils.checkpoint import load_checkpoint_file
+    from expedite_mm.utils.convert import converter_parser, save_converted
 
     args = converter_parser("Convert an original Segmenter checkpoint (rstrudel/segmenter) "
                             "to MMSegmentation key names.", "original checkpoint").parse_args(argv)

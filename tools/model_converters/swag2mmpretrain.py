@@ -132,8 +132,8 @@ def extract_state_dict(checkpoint: Mapping) -> Dict[str, Tensor]:
 def main(argv=None) -> None:
     # Run as a script from anywhere: make the repository's expedite_mm importable.
     sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), "..", "..")))
-    from expedite_mm.utils.checkpoint import (converter_parser, load_checkpoint_file,
-                                              save_converted)
+    from expedite_mm.utils.checkpoint import load_checkpoint_file
+    from expedite_mm.utils.convert import converter_parser, save_converted
 
     args = converter_parser("Convert a SWAG ViT checkpoint (torchvision's or SWAG's layout) "
                             "to mmpretrain key names.", "SWAG checkpoint").parse_args(argv)

@@ -10,7 +10,7 @@ strides 4, 8 and 16. The first block of every stage has a projection shortcut
 (1x1 weight-standardised conv + GroupNorm); the stride sits on its 3x3 convolution.
 
 Pure torch; written from that description. It only runs as the hybrid's stem
-(:class:`~expedite_mm.models.hybrid_vit.HybridViT`), so it is not registered.
+(:class:`~expedite_mm.dpt.hybrid_vit.HybridViT`), so it is not registered.
 """
 from __future__ import annotations
 

@@ -45,6 +45,8 @@ import torch.nn.functional as F
 from mmcv.transforms import BaseTransform
 from torch import Tensor, nn
 
+from ..utils.compat import mark_registry_imported
+
 TORCHVISION_INSTALLED = importlib.util.find_spec("torchvision") is not None
 
 # What a classification config of ours needs from mmpretrain, module by module.
@@ -283,7 +285,7 @@ def prepare() -> List[str]:
         except ModuleNotFoundError as error:
             if (error.name or "").split(".")[0] != "torchvision":
                 raise
-            registry._imported = True   # serve what is registered (see the docstring)
+            mark_registry_imported(registry)   # serve what is registered (docstring)
     _prepared = registered
     return _prepared
 

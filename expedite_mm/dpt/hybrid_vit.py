@@ -1,22 +1,23 @@
 """The R50+ViT-B/16 hybrid backbone of DPT, stock and expedited.
 
 ``HybridViT`` is mmseg's ``VisionTransformer`` run on the stride-16 output of a BiT ResNet
-(:class:`~expedite_mm.models.bit_resnet.BiTResNet`) through a 1x1 "patch" embedding, as
+(:class:`~expedite_mm.dpt.bit_resnet.BiTResNet`) through a 1x1 "patch" embedding, as
 in the ViT paper's hybrid and DPT's ``vitb_rn50_384``; it also returns the outputs of
 the first ResNet stages (DPT's first two taps). ``ExpeditedHybridViT`` adds
 :class:`~expedite_mm.models.vit.ExpeditedViT`'s clustering/reconstruction to the ViT
-part: the same class, the same layer loop, only the embedding input differs.
+part: the same class, the same loop and adapter, only the embedding input differs.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ..ops.cluster import ClusterState
 from .bit_resnet import BiTResNet
-from .vit import ExpeditedViT
+from ..models.vit import ExpeditedViT
 
 
 @MODELS.register_module()
@@ -58,10 +59,12 @@ class HybridViT(VisionTransformer):
         if isinstance(img_size, int):
             img_size = (img_size, img_size)
         grid = tuple(size // resnet.stride for size in img_size)
+        # a plain attribute, set before the ViT's __init__: the expedited subclass reads it
+        # there to decide whether the logits placement is possible
+        self.resnet_out_indices = out_indices
         super().__init__(img_size=grid, patch_size=1, in_channels=resnet.out_channels[-1],
                          patch_bias=patch_bias, interpolate_mode=interpolate_mode, **kwargs)
         self.resnet = resnet
-        self.resnet_out_indices = out_indices
 
     def _pos_embeding(self, patched_img: Tensor, hw_shape: Tuple[int, int],
                       pos_embed: Tensor) -> Tensor:
@@ -87,12 +90,28 @@ class ExpeditedHybridViT(HybridViT, ExpeditedViT):
     """``HybridViT`` with token clustering/reconstruction in its ViT (``docs/method.md``).
 
     Takes every ``HybridViT`` argument plus the expedite arguments of
-    :class:`~expedite_mm.models.expedite.ExpediteArgs` (``cluster_after``, ``cluster_grid``,
+    :data:`~expedite_mm.core.args.DENSE_VIT` (``cluster_after``, ``cluster_grid``,
     ...; ``cluster_grid`` as a ratio is relative to the stride-16 token grid), with the
     same state-dict keys as ``HybridViT``. ViT outputs inside the clustered span come
     back reconstructed at full resolution; the ResNet outputs are untouched.
-    ``cluster_after=None`` gives the stock ``HybridViT`` forward. DPT's head reads several
-    taps, so ``reconstruct_placement='logits'`` is refused.
+    ``cluster_after=None`` gives the stock ``HybridViT`` forward.
+    ``reconstruct_placement='logits'`` needs a head that reads the one centre map, so it is
+    refused when ResNet outputs are returned too (DPT's head reads them at full
+    resolution); with ``resnet_out_indices=()`` (a Segmenter on the hybrid, as the
+    project's accuracy benchmark) it works as for ``ExpeditedViT``.
     """
 
-    logits_placement_supported = False
+    @property
+    def logits_placement_supported(self) -> bool:
+        return not self.resnet_out_indices
+
+    # ExpeditedViT's forward (the refusal with the logits placement, then the outputs of
+    # forward_with_state), on the image: forward_with_state below runs the ResNet first
+    forward = ExpeditedViT.forward
+
+    def forward_with_state(self, inputs: Tensor) -> Tuple[Tuple, Optional[ClusterState]]:
+        """:meth:`ExpeditedViT.forward_with_state` on the ResNet's last stage, its outputs
+        after the ResNet taps (the image goes through the ResNet first)."""
+        stages = self.resnet(inputs)
+        outs, state = ExpeditedViT.forward_with_state(self, stages[-1])
+        return (*[stages[i] for i in self.resnet_out_indices], *outs), state

@@ -1,0 +1,232 @@
+"""Write DigitScenes, a semantic-segmentation set built only from data that installed
+packages ship, in mmseg's standard layout.
+
+    python tools/dataset_converters/digit_scenes.py data/digit_scenes
+        [--train 8000] [--val 500] [--size 128] [--seed 0] [--workers 2]
+
+Every image is a real photograph bundled with scikit-image (random crop of its split's
+region, rescaled, colour-jittered) with 2-5 handwritten digits from scikit-learn's
+``load_digits`` pasted on it as objects (8x8 scans upsampled and thresholded to masks,
+filled with a colour blended with a photo texture, later objects occluding earlier ones).
+Classes: 0 background, 1-10 the digits 0-9. Train and val are disjoint at the source:
+different digit scans (every fifth scan is val) and different photo regions (the right
+30 % of every photo is val). Each image is a pure function of ``(seed, split, index)``, so
+the set is deterministic and any subset can be regenerated on its own.
+
+Layout (``DigitScenesDataset``, ``expedite_mm/benchmark/digit_scenes.py``)::
+
+    OUT/img_dir/{train,val}/000000.png    RGB
+    OUT/ann_dir/{train,val}/000000.png    uint8 labels in [0, 10]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+NUM_CLASSES = 11
+# scikit-image photos bundled in its wheel (no download): colour and grey
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "brick", "grass", "gravel",
+          "coins", "moon", "page", "text", "clock", "immunohistochemistry", "motorcycle")
+VAL_FRACTION = 0.3        # the right 30 % of every photo is val, the rest train
+VAL_DIGIT_EVERY = 5       # digit scans i with i % 5 == 0 are val
+SPLIT_OFFSET = {"train": 0, "val": 1}
+
+
+def load_photos(names: Sequence[str] = PHOTOS) -> List[np.ndarray]:
+    """The bundled photos as float32 RGB in [0, 1] (grey ones repeated to 3 channels)."""
+    import skimage.data
+    photos = []
+    for name in names:
+        loader = getattr(skimage.data, "stereo_motorcycle" if name == "motorcycle" else name)
+        image = loader()
+        if name == "motorcycle":
+            image = image[0]
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        image = image[..., :3].astype(np.float32)
+        photos.append(image / (255.0 if image.max() > 1.0 else 1.0))
+    return photos
+
+
+def load_digit_scans() -> Tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's handwritten digits: (1797, 8, 8) float32 in [0, 1], labels 0-9."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    return (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int64)
+
+
+def split_region(photo: np.ndarray, split: str) -> np.ndarray:
+    """The part of a photo a split draws from: left 70 % train, right 30 % val."""
+    cut = int(round(photo.shape[1] * (1 - VAL_FRACTION)))
+    return photo[:, :cut] if split == "train" else photo[:, cut:]
+
+
+def split_digits(labels: np.ndarray, split: str) -> np.ndarray:
+    """Indices of the digit scans a split uses."""
+    index = np.arange(len(labels))
+    is_val = index % VAL_DIGIT_EVERY == 0
+    return index[is_val] if split == "val" else index[~is_val]
+
+
+def _resize(image: np.ndarray, shape: Tuple[int, int], order: int) -> np.ndarray:
+    from skimage.transform import resize
+    return resize(image, shape, order=order, mode="edge", anti_aliasing=order > 0 and
+                  (shape[0] < image.shape[0] or shape[1] < image.shape[1])).astype(np.float32)
+
+
+def random_crop(rng: np.random.Generator, region: np.ndarray, size: int,
+                min_fraction: float = 0.35) -> np.ndarray:
+    """A random square crop of ``region`` (side a random fraction of its short side),
+    resized to ``size`` x ``size``."""
+    short = min(region.shape[:2])
+    side = int(rng.uniform(min_fraction, 1.0) * short)
+    side = max(side, 8)
+    y = rng.integers(0, region.shape[0] - side + 1)
+    x = rng.integers(0, region.shape[1] - side + 1)
+    return _resize(region[y:y + side, x:x + side], (size, size), order=1)
+
+
+def colour_jitter(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Brightness, contrast, saturation and a channel gain, clipped to [0, 1]."""
+    grey = image.mean(axis=2, keepdims=True)
+    image = grey + (image - grey) * rng.uniform(0.3, 1.5)                  # saturation
+    image = (image - image.mean()) * rng.uniform(0.6, 1.3) + image.mean()  # contrast
+    image = image * rng.uniform(0.75, 1.25) * rng.uniform(0.85, 1.15, size=3)
+    return np.clip(image, 0.0, 1.0)
+
+
+def digit_mask(rng: np.random.Generator, scan: np.ndarray, height: int, width: int
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    """An 8x8 scan upsampled to (height, width): the hard mask and a soft alpha."""
+    from scipy.ndimage import gaussian_filter
+    up = _resize(scan, (height, width), order=3)
+    up = gaussian_filter(up, sigma=max(height, width) / 48.0)
+    mask = up > rng.uniform(0.3, 0.45)
+    alpha = np.clip(gaussian_filter(mask.astype(np.float32), 0.7), 0.0, 1.0)
+    return mask, alpha
+
+
+def make_scene(index: int, split: str, size: int, seed: int, photos: Sequence[np.ndarray],
+               scans: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """One scene: (size, size, 3) uint8 RGB and (size, size) uint8 labels in [0, 10]."""
+    rng = np.random.default_rng([seed, SPLIT_OFFSET[split], index])
+    regions = [split_region(p, split) for p in photos]
+    image = colour_jitter(rng, random_crop(rng, regions[rng.integers(len(regions))], size))
+    label = np.zeros((size, size), np.uint8)
+    pool = split_digits(labels, split)
+    boxes: List[Tuple[int, int, int, int]] = []
+    for _ in range(rng.integers(2, 6)):
+        scan_index = pool[rng.integers(len(pool))]
+        height = int(rng.uniform(0.22, 0.5) * size)
+        width = int(height * rng.uniform(0.75, 1.1))
+        mask, alpha = digit_mask(rng, scans[scan_index], height, width)
+        # partial occlusion, not burial: a few tries at a box overlapping earlier ones
+        # by at most a third of the smaller box
+        for _try in range(8):
+            y = int(rng.integers(-height // 6, size - height + height // 6 + 1))
+            x = int(rng.integers(-width // 6, size - width + width // 6 + 1))
+            if all(_overlap((y, x, height, width), box) <= 1 / 3 for box in boxes):
+                break
+        boxes.append((y, x, height, width))
+        # the part of the object inside the image
+        y0, x0 = max(y, 0), max(x, 0)
+        y1, x1 = min(y + height, size), min(x + width, size)
+        if y1 - y0 < 4 or x1 - x0 < 4:
+            continue
+        mask = mask[y0 - y:y1 - y, x0 - x:x1 - x]
+        alpha = alpha[y0 - y:y1 - y, x0 - x:x1 - x, None]
+        # fill: a colour far from the local background, blended with a photo texture
+        local = image[y0:y1, x0:x1].reshape(-1, 3).mean(0)
+        colour = np.clip(1.0 - local + rng.uniform(-0.25, 0.25, size=3), 0.0, 1.0)
+        texture = random_crop(rng, regions[rng.integers(len(regions))], max(y1 - y0, x1 - x0))
+        texture = texture[:y1 - y0, :x1 - x0]
+        mix = rng.uniform(0.55, 0.85)
+        fill = mix * colour + (1 - mix) * texture
+        patch = image[y0:y1, x0:x1]
+        image[y0:y1, x0:x1] = alpha * fill + (1 - alpha) * patch
+        label[y0:y1, x0:x1][mask] = labels[scan_index] + 1
+    image = np.clip(image + rng.normal(0.0, rng.uniform(0.0, 0.03), image.shape), 0.0, 1.0)
+    return (image * 255.0 + 0.5).astype(np.uint8), label
+
+
+def _overlap(a: Tuple[int, int, int, int], b: Tuple[int, int, int, int]) -> float:
+    """Intersection of two (y, x, height, width) boxes over the smaller one's area."""
+    dy = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    dx = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(dy, 0) * max(dx, 0) / min(a[2] * a[3], b[2] * b[3])
+
+
+_SHARED: Dict[str, object] = {}
+
+
+def _init_worker() -> None:
+    _SHARED["photos"] = load_photos()
+    _SHARED["scans"], _SHARED["labels"] = load_digit_scans()
+
+
+def _write_one(job: Tuple[str, int, int, int, str]) -> None:
+    from PIL import Image
+    split, index, size, seed, out = job
+    image, label = make_scene(index, split, size, seed, _SHARED["photos"], _SHARED["scans"],
+                              _SHARED["labels"])
+    name = f"{index:06d}.png"
+    Image.fromarray(image).save(osp.join(out, "img_dir", split, name))
+    Image.fromarray(label).save(osp.join(out, "ann_dir", split, name))
+
+
+def write_dataset(out: str, counts: Dict[str, int], size: int = 128, seed: int = 0,
+                  workers: int = 1, progress: bool = True) -> None:
+    """Write ``counts[split]`` scenes per split under ``out`` in mmseg's layout."""
+    for kind in ("img_dir", "ann_dir"):
+        for split in counts:
+            os.makedirs(osp.join(out, kind, split), exist_ok=True)
+    jobs = [(split, i, size, seed, out) for split, n in counts.items() for i in range(n)]
+    if workers <= 1:
+        _init_worker()
+        results = map(_write_one, jobs)
+    else:
+        pool = ProcessPoolExecutor(workers, initializer=_init_worker)
+        results = pool.map(_write_one, jobs, chunksize=16)
+    if progress:
+        from tqdm import tqdm
+        results = tqdm(results, total=len(jobs), desc="DigitScenes", unit="img")
+    for _ in results:
+        pass
+    if workers > 1:
+        pool.shutdown()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", help="output directory (data_root of the configs)")
+    parser.add_argument("--train", type=int, default=8000, help="training scenes")
+    parser.add_argument("--val", type=int, default=500, help="validation scenes")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    for name in ("train", "val"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0")
+    if args.size < 32:
+        parser.error("--size must be >= 32")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    counts = {split: n for split, n in (("train", args.train), ("val", args.val)) if n}
+    write_dataset(args.out, counts, args.size, args.seed, args.workers)
+    print(f"wrote {counts} scenes of {args.size}x{args.size} to {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -67,6 +67,23 @@ test_pipeline = [dict(type='LoadImageFromFile'), dict(type='ResizeEdge', scale=6
                  dict(type='CenterCrop', crop_size=64), dict(type='PackInputs')]
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 """
+# a stock mmseg BEiT (relative position bias per layer), 6 x 6 tokens at 96 x 96
+TINY_BEIT = """
+default_scope = 'mmseg'
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5] * 3, std=[127.5] * 3,
+                           bgr_to_rgb=True, size=(96, 96)),
+    backbone=dict(type='BEiT', img_size=(96, 96), patch_size=16, embed_dims=32, num_layers=4,
+                  num_heads=2, mlp_ratio=2, out_indices=(3,), qv_bias=True,
+                  init_values=0.1),
+    decode_head=dict(type='FCNHead', in_channels=32, in_index=0, channels=16, num_convs=1,
+                     num_classes=5, loss_decode=dict(type='CrossEntropyLoss')),
+    test_cfg=dict(mode='whole'))
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(96, 96)),
+                 dict(type='PackSegInputs')]
+test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+"""
 # SAM's image encoder, tiny: windows of 6, global attention in layers 3 and 6
 TINY_SAM = """
 default_scope = 'mmseg'
@@ -99,6 +116,7 @@ def tiny(tmp_path_factory):
     (root / "tiny_swin.py").write_text(TINY_SWIN)
     (root / "tiny_sam.py").write_text(TINY_SAM)
     (root / "tiny_hybrid.py").write_text(TINY_HYBRID)
+    (root / "tiny_beit.py").write_text(TINY_BEIT)
     (root / "tiny_classifier.py").write_text(TINY_CLASSIFIER.format(swag=osp.join(
         ROOT, "configs/swag/vit-large-p16_swag-pre_3rdparty_in1k-512px.py")))
     torch.manual_seed(0)
@@ -114,6 +132,7 @@ def tiny(tmp_path_factory):
     return {"root": root, "config": str(config), "checkpoint": str(checkpoint),
             "images": str(images), "swin": str(root / "tiny_swin.py"),
             "sam": str(root / "tiny_sam.py"), "hybrid": str(root / "tiny_hybrid.py"),
+            "beit": str(root / "tiny_beit.py"),
             "classifier": str(root / "tiny_classifier.py")}
 
 
@@ -297,12 +316,13 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny, tuned, tmp_path, monk
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["swin", "hybrid", "classifier"])
+@pytest.mark.parametrize("which", ["swin", "hybrid", "beit", "classifier"])
 def test_other_backbones_end_to_end(tiny, tmp_path, capsys, which):
     """A stock Swin config (alpha in stage 2, the clustered window size), a Segmenter on
     DPT's hybrid ViT (the ResNet before the ViT; replaying the stock layers gives the full
-    model's prediction), and a classification ViT with EViT's keep rate and ToMe's r as
-    families: the written config is ours, within the budget."""
+    model's prediction), BEiT (its position bias read for the centres), and a
+    classification ViT with EViT's keep rate and ToMe's r as families: the written config
+    is ours, within the budget."""
     from mmengine.config import Config
 
     from expedite_mm.utils.config import as_expedited, build_model, load_config
@@ -342,8 +362,9 @@ def test_other_backbones_end_to_end(tiny, tmp_path, capsys, which):
         assert backbone.type == "ExpeditedSwin"
         assert backbone.clustered_window_size == int(chosen["window"])
     else:
-        assert {r["grid_hw"] for r in rows[1:]} == {"4x4", "6x6"}
-        assert backbone.type == "ExpeditedHybridViT"
+        assert {r["grid_hw"] for r in rows[1:]} == ({"4x4", "6x6"} if which == "hybrid"
+                                                    else {"3x3", "4x4"})
+        assert backbone.type == {"hybrid": "ExpeditedHybridViT", "beit": "ExpeditedBEiT"}[which]
         assert tuple(backbone.cluster_grid) == tuple(int(v) for v in chosen["grid_hw"].split("x"))
 
 
@@ -368,12 +389,13 @@ def test_hybrid_with_resnet_taps_offers_the_backbone_placement_only(tiny, tmp_pa
     ("config", ["clustering", "tome"], None, [0.5, 0.8]),
     ("swin", ["clustering", "avgpool"], [1, 3, 5], [0.5]),
     ("sam", ["clustering"], None, [0.5, 0.8]),
-    ("hybrid", ["clustering", "evit"], None, [0.5])])
+    ("hybrid", ["clustering", "evit"], None, [0.5]),
+    ("beit", ["clustering", "avgpool"], None, [0.5])])
 def test_flop_model_matches_real_counts(tiny, which, families, alphas, ratios):
     """Every setting's FLOPs as the tool derives them from one count per chain (plain ViTs:
     a stubbed count of the clustered layers; others: a count at the smallest alpha) equal
     the setting's own fvcore count, for both placements, baseline families, a windowed
-    backbone, SAM's encoder (windowed and global layers) and DPT's hybrid ViT."""
+    backbone, SAM's encoder (windowed and global layers), DPT's hybrid ViT and BEiT."""
     tuner, settings = tuner_for(tiny[which], families=families, alphas=alphas,
                                 grid_ratios=ratios)
     tuner.prepare_chains(settings)
@@ -381,7 +403,7 @@ def test_flop_model_matches_real_counts(tiny, which, families, alphas, ratios):
     # the stock model, and one stubbed count per chain (ViT) or two (smallest and largest
     # alpha)
     chains = {s.chain for s in settings}
-    plain = which in ("config", "hybrid")
+    plain = which in ("config", "hybrid")      # BEiT: its layers' cost is partly outside
     assert tuner.flop_counts == 1 + len(chains) * (1 if plain else 2)
     if which == "hybrid":               # no ResNet taps: the head reads one map
         assert {s.placement for s in settings} == {"logits", "backbone"}
@@ -393,6 +415,9 @@ def test_flop_model_matches_real_counts(tiny, which, families, alphas, ratios):
         assert {s.window for s in settings} == {3} and tuner.structure.window_size == 6
     elif which == "sam":
         assert tuner.structure.window_size == 6 and tuner.structure.depth == 6
+    elif which == "beit":               # avgpool keeps a grid: BEiT reads its bias on it
+        assert {s.family for s in settings} == {"clustering", "avgpool"}
+        assert tuner.structure.token_grid == (6, 6)
     for s in settings:
         if derived[s]["flops"] == "counted":          # a chain's own count
             assert not plain
@@ -570,6 +595,19 @@ def test_cache_keeps_arrays_and_json_across_processes(tmp_path):
     assert again.get("c") == "mIoU" and again.get("d") is None
 
 
+def test_every_expedited_type_is_registered_where_it_is_mapped():
+    import importlib
+
+    import expedite_mm.models  # noqa: F401
+    from expedite_mm.utils.config import STOCK_TO_EXPEDITED
+    for (package, name), (target, scopes) in STOCK_TO_EXPEDITED.items():
+        assert importlib.import_module(f"{package}.registry").MODELS.get(name) is not None
+        for scope in scopes:
+            registry = importlib.import_module(f"{scope}.registry").MODELS
+            assert target in registry.module_dict, (target, scope)
+            assert target in autotune.KIND_OF_TYPE
+
+
 def test_as_expedited_maps_stock_backbones_and_keeps_their_keys(tiny):
     from mmengine.config import Config
 
@@ -585,6 +623,8 @@ def test_as_expedited_maps_stock_backbones_and_keeps_their_keys(tiny):
                                    ("mmdet", "mmpretrain.SwinTransformerV2", "ExpeditedSwinV2"),
                                    ("mmseg", "ViTSAM", "ExpeditedViTSAM"),
                                    ("mmseg", "HybridViT", "ExpeditedHybridViT"),
+                                   ("mmseg", "BEiT", "ExpeditedBEiT"),
+                                   ("mmseg", "MAE", "ExpeditedMAE"),
                                    ("mmpretrain", "VisionTransformer",
                                     "ExpeditedVisionTransformer")]:
         cfg = Config(dict(default_scope=scope, model=dict(backbone=dict(type=given, depth=3)),

@@ -60,6 +60,8 @@ def is_expedited(cfg: Config) -> bool:
 # type, and the packages whose registries hold that type (expedite_mm.models registers it).
 STOCK_TO_EXPEDITED: Dict[Tuple[str, str], Tuple[str, Tuple[str, ...]]] = {
     ("mmseg", "VisionTransformer"): ("ExpeditedViT", ("mmseg",)),
+    ("mmseg", "BEiT"): ("ExpeditedBEiT", ("mmseg",)),
+    ("mmseg", "MAE"): ("ExpeditedMAE", ("mmseg",)),
     ("mmseg", "HybridViT"): ("ExpeditedHybridViT", ("mmseg",)),
     ("mmseg", "SwinTransformer"): ("ExpeditedSwin", ("mmseg",)),
     ("mmdet", "SwinTransformer"): ("ExpeditedSwin", ("mmdet",)),
@@ -74,7 +76,7 @@ _MMPRETRAIN_ONLY = ("SwinTransformerV2", "ViTSAM")
 def as_expedited(cfg: Config) -> Tuple[Config, Optional[str]]:
     """A copy of ``cfg`` whose backbone is our expedited type, every stock key kept.
 
-    A stock backbone (mmseg's ``VisionTransformer``, mmseg's or mmdet's
+    A stock backbone (mmseg's ``VisionTransformer``, ``BEiT``, ``MAE``, mmseg's or mmdet's
     ``SwinTransformer``, mmpretrain's ``SwinTransformerV2`` / ``ViTSAM`` in an mmseg or
     mmdet config, mmpretrain's ``VisionTransformer`` in an mmpretrain config,
     ``HybridViT``) gets the expedited type of the same package (expediting disabled until

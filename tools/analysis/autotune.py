@@ -84,9 +84,13 @@ from torch import nn
 from expedite_mm.utils.config import CfgOptionsAction
 
 FAMILIES = {"clustering": "Cluster", "avgpool": "AvgPool", "evit": "EViT", "tome": "ToMe"}
-KIND_OF_TYPE = {"ExpeditedViT": "vit", "ExpeditedHybridViT": "vit", "ExpeditedSwin": "window",
+KIND_OF_TYPE = {"ExpeditedViT": "vit", "ExpeditedHybridViT": "vit", "ExpeditedBEiT": "vit",
+                "ExpeditedMAE": "vit", "ExpeditedSwin": "window",
                 "ExpeditedSwinV2": "window", "ExpeditedViTSAM": "sam",
                 "ExpeditedVisionTransformer": "classification"}
+# clustered layers run from their submodules by the backbone (BEiT's bias on the centres):
+# part of their cost is counted in the backbone, outside the layer's module
+COST_OUTSIDE_LAYER = ("ExpeditedBEiT", "ExpeditedMAE")
 KIND_FAMILIES = {"vit": ("clustering", "avgpool", "evit", "tome"),
                  "window": ("clustering", "avgpool"), "sam": ("clustering", "avgpool"),
                  "classification": ("clustering", "evit", "tome")}
@@ -428,6 +432,9 @@ class Structure:
     window_size: Optional[int] = None        # windowed: K
     token_grid: Optional[Tuple[int, int]] = None
     logits_ok: bool = False
+    # whether a clustered layer's whole cost is counted in the layer's module (then one
+    # layer's count stands for every layer's and a chain is counted once, with stubs)
+    layer_holds_cost: bool = False
 
 
 def probe_structure(cfg, model, shape) -> Structure:
@@ -457,7 +464,8 @@ def probe_structure(cfg, model, shape) -> Structure:
     logits_ok = (kind == "vit" and getattr(backbone, "logits_placement_supported", True)
                  and str(cfg.model.get("type")).rpartition(".")[2] in
                  ("EncoderDecoder", "ExpeditedEncoderDecoder"))
-    return Structure(kind, depth, names, token_grid=token_grid, logits_ok=logits_ok)
+    return Structure(kind, depth, names, token_grid=token_grid, logits_ok=logits_ok,
+                     layer_holds_cost=type(backbone).__name__ not in COST_OUTSIDE_LAYER)
 
 
 def search_space(args, cfg, structure: Structure) -> List[Setting]:
@@ -604,7 +612,7 @@ class Tuner:
         The first clustered layer can cost more (EViT/ToMe score the tokens with its norm
         and projections).
 
-        Plain ViTs: one count, of the model at the chain's largest alpha (at most depth
+        Plain ViTs whose layers hold their whole cost: one count, of the model at the chain's largest alpha (at most depth
         - 2) with its first alpha layers replaced by stubs passing their input on (a
         layer's output has its input's shape, and the count depends on shapes only), so
         only the embedding, the clustered layers, the head and the operators are traced;
@@ -612,7 +620,7 @@ class Tuner:
         counts at the smallest and the largest alpha (each layer from the smallest on)."""
         alphas = self.chain_alphas[chain]
         depth = self.structure.depth
-        stubbed = (self.structure.kind == "vit" and not self.args.no_stock_reuse
+        stubbed = (self.structure.layer_holds_cost and not self.args.no_stock_reuse
                    and depth >= 2 and min(alphas[-1], depth - 2) <= self.replay_limit)
         at = [min(alphas[-1], depth - 2)] if stubbed else sorted({alphas[0], alphas[-1]})
         key = _hash("chain", self.config_id, self.shape, chain.key, at, stubbed)

@@ -261,6 +261,12 @@ def test_end_to_end_meets_budget_on_pareto_front_and_writes_a_working_config(tin
                                                                abs=1e-4)
     with open(work / "autotune.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # written as any file (the umask's permissions), no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("autotune.csv", "autotune.png", "autotune.json", "autotune_config.py"):
+        assert os.stat(work / name).st_mode & 0o777 == 0o666 & ~umask, name
+    assert not glob.glob(str(work / ".tmp-*"))
 
 
 def test_rerun_repeats_nothing(tuned):
@@ -524,8 +530,10 @@ def test_validation_ranks_settings_and_matches_tools_test(tiny, tmp_path):
     code = autotune.main([tiny["config"], tiny["checkpoint"], "--val", "3", "--work-dir",
                           str(work), "--validate", "--validate-budgets", "0.6", "0.9",
                           "--grid-ratios", "0.3", "0.5", "0.7", "0.9", "--quiet",
-                          "--first-images", "1"])
+                          "--first-images", "1", "--budget-gflops", "0.7"])
     assert code == 0
+    summary = json.loads((work / "autotune.json").read_text())
+    assert summary["budget"] == 0.7 and summary["verified"]["cost"] <= 0.7   # the user's
     report = json.loads((work / "validation.json").read_text())
     rows = read_csv(work / "validation.csv")
     assert report["settings"] == len(rows) >= 12
@@ -550,6 +558,12 @@ def test_validation_ranks_settings_and_matches_tools_test(tiny, tmp_path):
 
 
 # --------------------------------------------------------------------------- pieces
+def test_validate_keeps_the_given_budget_or_takes_the_largest_validated_one():
+    base = ["c.py", "w.pth", "--val", "4", "--validate", "--validate-budgets", "0.6", "0.8"]
+    assert autotune.parse_args(base).budget_gflops == 0.8
+    assert autotune.parse_args(base + ["--budget-gflops", "0.7"]).budget_gflops == 0.7
+
+
 def test_tight_keeps_only_undominated_feasible_settings():
     S = autotune.Setting
     settings = [S("clustering", "backbone", a, g) for a in (1, 2, 3) for g in (0.3, 0.5, 0.8)]

@@ -74,6 +74,7 @@ import socket
 import sqlite3
 import sys
 import tempfile
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -205,7 +206,8 @@ def parse_args(argv=None):
         if args.images or args.budget_latency_ms is not None:
             parser.error("--validate needs the config's labelled test set (--val N) and a "
                          "GFLOPs budget")
-        args.budget_gflops = max(args.validate_budgets + [args.budget_gflops or 0])
+        if args.budget_gflops is None:      # the written config's budget: the largest
+            args.budget_gflops = max(args.validate_budgets)
     elif args.budget_gflops is None and args.budget_latency_ms is None:
         parser.error("give a budget: --budget-gflops RATIO or --budget-latency-ms MS")
     if args.images is None and args.val is None:
@@ -1182,11 +1184,12 @@ def _py(value: Any) -> str:
 
 
 def write_atomic(path: str, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` then rename onto ``path`` (readers never see half a file)."""
+    """``write(tmp)`` then rename onto ``path`` (readers never see half a file). ``write``
+    creates the file, so it gets the usual permissions (the umask's), not a temporary
+    file's private ones."""
     folder = osp.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=osp.splitext(path)[1])
-    os.close(fd)
+    tmp = osp.join(folder, f".tmp-{os.getpid()}-{uuid.uuid4().hex}{osp.splitext(path)[1]}")
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -163,7 +163,7 @@ def model_zoo_markdown(meta: dict, root: str = ROOT) -> str:
                 f"{collection['Code']} · equivalence to the release: {info['Equivalence']} · "
                 f"notes: [checkpoints.md]({prefix}{collection['README']})", "",
                 "| config | stock config | α, reduced to | GFLOPs stock → ours | ratio (backbone) "
-                "| published ratio | published accuracy | CPU latency ratio | weights | sha256 |",
+                "| published ratio | published accuracy | CPU latency ratio | weights | sha256 (first 8 hex, from the file name) |",
                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for m in models:
             md = m["Metadata"]

@@ -60,6 +60,8 @@ def _ratio(model: dict) -> str:
     if "FLOPs Ratio" not in meta:
         return "–"
     text = f"{meta['FLOPs Ratio']:.3f}"
+    if meta["FLOPs Count"]["Scope"] == "backbone":
+        return f"backbone {text}"
     if "Backbone FLOPs Ratio" in meta:
         text += f" ({meta['Backbone FLOPs Ratio']:.3f})"
     return text

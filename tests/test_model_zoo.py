@@ -150,3 +150,20 @@ def test_relative_links_in_the_docs_resolve():
             if not osp.exists(osp.join(ROOT, path)) and path not in PAGES_LANDING:
                 broken.append((page, target))
     assert not broken
+
+
+def test_checkpoints_md_repeats_the_metafile_ratios():
+    """Where a table row of checkpoints.md names a config (its file name, or ``..._`` and
+    the tail after the model name), it carries the metafile's FLOP ratio."""
+    rows = [line for line in open(osp.join(ROOT, "checkpoints.md")).read().split("\n")
+            if line.startswith("|")]
+    checked = 0
+    for name, model in MODELS.items():
+        ratio = model["Metadata"].get("FLOPs Ratio")
+        keys = (name + ".py", "`..._" + name.split("_", 2)[-1] + "`")
+        mine = [row for row in rows if any(key in row for key in keys)]
+        if ratio is None or not mine:
+            continue
+        checked += 1
+        assert any(f"{ratio:.3f}" in row for row in mine), (name, ratio, mine)
+    assert checked >= 40

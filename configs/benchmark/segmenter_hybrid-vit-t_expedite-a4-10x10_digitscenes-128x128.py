@@ -15,3 +15,6 @@ model = dict(
         reconstruct_placement='logits',
         reconstruct_normalize='l2',
         reconstruct_ties='keep'))
+# the benchmark's checkpoint, trained here and shipped (checkpoints.md; relative to the
+# repository root, where tools/test.py runs)
+load_from = 'checkpoints/segmenter_hybrid-vit-t_digitscenes-128x128.pth'

@@ -67,19 +67,14 @@ test_pipeline = [dict(type='LoadImageFromFile'), dict(type='ResizeEdge', scale=6
                  dict(type='CenterCrop', crop_size=64), dict(type='PackInputs')]
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 """
-# a stock mmseg BEiT (relative position bias per layer), 6 x 6 tokens at 96 x 96
+# a stock mmseg BEiT (relative position bias per layer) in the Swin's segmentor, on whole
+# 96 x 96 images (its bias is for one token grid): 6 x 6 tokens
 TINY_BEIT = """
-default_scope = 'mmseg'
-model = dict(
-    type='EncoderDecoder',
-    data_preprocessor=dict(type='SegDataPreProcessor', mean=[127.5] * 3, std=[127.5] * 3,
-                           bgr_to_rgb=True, size=(96, 96)),
-    backbone=dict(type='BEiT', img_size=(96, 96), patch_size=16, embed_dims=32, num_layers=4,
-                  num_heads=2, mlp_ratio=2, out_indices=(3,), qv_bias=True,
-                  init_values=0.1),
-    decode_head=dict(type='FCNHead', in_channels=32, in_index=0, channels=16, num_convs=1,
-                     num_classes=5, loss_decode=dict(type='CrossEntropyLoss')),
-    test_cfg=dict(mode='whole'))
+_base_ = './tiny_swin.py'
+model = dict(backbone=dict(_delete_=True, type='BEiT', img_size=(96, 96), patch_size=16,
+                           embed_dims=32, num_layers=4, num_heads=2, mlp_ratio=2,
+                           out_indices=(3,), qv_bias=True, init_values=0.1),
+             decode_head=dict(in_channels=32), test_cfg=dict(_delete_=True, mode='whole'))
 test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(96, 96)),
                  dict(type='PackSegInputs')]
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

@@ -5,6 +5,7 @@ Models are tiny (a 32-wide 4-layer ViT derived from our ADE20K alpha-10 config b
 inheritance) so that every export takes seconds; the full ViT-L export is the tool's job.
 """
 import csv
+import datetime
 import os.path as osp
 import re
 
@@ -395,6 +396,8 @@ def test_benchmark_size_sweep_writes_csv_and_plot(tmp_path):
     for row in rows:
         assert float(row["latency_ratio"]) == pytest.approx(
             float(row["expedited_median_ms"]) / float(row["stock_median_ms"]))
+        assert "1 threads" in row["machine"]                 # where and when it was measured
+        assert datetime.date.fromisoformat(row["date"]) <= datetime.date.today()
     assert out_png.stat().st_size > 5_000
 
 

@@ -16,7 +16,6 @@ import torch
 from mmengine.config import Config
 
 import expedite_mm.models  # noqa: F401
-from expedite_mm.dpt.hybrid_vit import HybridViT
 from expedite_mm.utils.config import build_model
 from expedite_mm.utils.flops import count_flops
 
@@ -71,7 +70,7 @@ class ViTPart(torch.nn.Module):
         self.backbone = backbone
 
     def forward(self, features):
-        return super(HybridViT, self.backbone).forward(features)
+        return self.backbone.vit_forward(features)
 
 
 def vit_flops(backbone, shape: Tuple[int, int]) -> int:

@@ -46,7 +46,9 @@ assert type(model.backbone).__name__ == 'ExpeditedViT', type(model.backbone)
 INIT_DETECTOR = """
 from mmdet.apis import init_detector
 model = init_detector({detector!r}, device='cpu')
-assert type(model.backbone).__name__ == 'ExpeditedSwin', type(model.backbone)
+from mmdet.registry import MODELS
+assert type(model.backbone) is MODELS.get('ExpeditedSwin'), type(model.backbone)
+assert type(model.backbone).__name__ == 'ExpeditedSwinDet', type(model.backbone)
 """
 BUILD_MMSEG = """
 from mmseg.registry import MODELS

@@ -61,6 +61,13 @@ def test_uniform_downsample_rejects_bad_input(tiny_config):
                                   data_preprocessor=dict(size=None))))
     with pytest.raises(ValueError, match="cannot infer the input shape"):
         uniform_downsample(bare, 64)
+    # a pad size alone would leave the image at full size: refused, not a silent stock row
+    no_resize = Config(dict(model=dict(test_cfg=dict(mode="whole"),
+                                       data_preprocessor=dict(size=(128, 128))),
+                            test_dataloader=dict(dataset=dict(pipeline=[
+                                dict(type="LoadImageFromFile"), dict(type="PackSegInputs")]))))
+    with pytest.raises(ValueError, match="test/val pipeline has none"):
+        uniform_downsample(no_resize, 96)
 
 
 # --------------------------------------------------------------------------- sweep

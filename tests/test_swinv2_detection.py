@@ -22,9 +22,9 @@ import torch
 from harness import IMAGE_SIZES, run_test_tool, write_coco_panoptic
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-HTC = osp.join(ROOT, "configs", "htc++", "htc++_swinv2-l_expedite-a8-w23_coco.py")
+HTC = osp.join(ROOT, "configs", "htc++", "htc++_swinv2-l_expedite-a12-w23_coco.py")
 MASK_RCNN = osp.join(ROOT, "configs", "mask_rcnn",
-                     "mask-rcnn_swinv2-b-w16_expedite-a8-w12_fpn_ms-crop-3x_coco.py")
+                     "mask-rcnn_swinv2-b-w16_expedite-a12-w12_fpn_ms-crop-3x_coco.py")
 TINY_ARCH = ("arch=dict(_delete_=True, embed_dims=16, depths=[2, 2, 4, 2], num_heads=[1, 2, 2, 4], "
              "extra_norm_every_n_blocks=0), drop_path_rate=0.0, init_cfg=None")
 MEASURED_RATIO = 0.8009   # HTC++ SwinV2-L backbone at 512x512, expedited / stock (fvcore)

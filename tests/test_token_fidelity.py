@@ -83,7 +83,7 @@ def test_clustering_beats_avgpool_bilinear_on_real_photos(tmp_path, capsys):
     for setting, margin in result["margins"].items():
         assert len(margin) == 1 + len(tf.DEFAULT_IMAGES)
         for image, gain in margin.items():
-            assert gain > 1.0, (setting, image, gain)         # dB, mean and every image
+            assert gain > 5.0, (setting, image, gain)         # dB, mean and every image (min 5.29)
     summary = {(s["features"], s["grid"], s["pair"], s["normalize"]): s
                for s in result["summary"]}
     for grid in ("20x20", "28x28"):

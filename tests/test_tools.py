@@ -87,12 +87,12 @@ def test_untrusted_checkpoint_is_refused_by_test_tool(tiny_setup, tmp_path):
 @pytest.mark.slow
 def test_get_flops_segmenter_vit_l_alpha10():
     """The released computation of alpha=10, 28x28 on 40x40 tokens: 10 layers at 1601 tokens,
-    14 layers and the head at 785 / 784, the logit reconstruction; measured 442.6 / 671.5
+    14 layers and the head at 785 / 784, the logit reconstruction; measured 443.0 / 671.5
     GFLOPs (fvcore), against the release's own 443.84 / 658.98 (its counter)."""
     summary = load_tool("tools/analysis/get_flops.py").main([ADE_A10])
     assert summary["shape"] == [640, 640]
-    assert summary["ratio_whole"] == pytest.approx(0.6591, abs=0.005)
-    assert summary["ratio_backbone"] == pytest.approx(0.6746, abs=0.005)
+    assert summary["ratio_whole"] == pytest.approx(0.6596, abs=0.002)
+    assert summary["ratio_backbone"] == pytest.approx(0.6752, abs=0.002)
     assert abs(summary["ratio_whole"] - 443.84 / 658.98) <= 0.02
     assert summary["stock"]["whole_gflops"] > summary["stock"]["backbone_gflops"] > 500
     # the operators are counted, not skipped (the logit reconstruction among them)

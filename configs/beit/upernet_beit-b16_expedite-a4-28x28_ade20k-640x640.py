@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmsegmentation/v0.5/beit/upernet_beit-base_8x2_640x640_160k_ade20k/upernet_beit-base_8x2_640x640_160k_ade20k-eead221d.pth
 # UPerNet + BEiT-B/16 on ADE20K (640x640 windows at stride 426, 40x40 tokens), mmseg's
 # config and checkpoint, expedited: token clustering after layer 4 into 28x28 centres,
 # layers 5-12 on the centres, reconstruction after layer 12. UPerNet reads layers 4, 6, 8

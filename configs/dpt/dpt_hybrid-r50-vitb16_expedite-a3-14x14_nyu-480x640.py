@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/dpt_hybrid-r50-vitb16_nyu-480x640.pth
+#   made by: python tools/model_converters/dpt2mmseg.py https://github.com/isl-org/DPT/releases/download/1_0/dpt_hybrid_nyu-2ce69ec7.pt checkpoints/dpt_hybrid-r50-vitb16_nyu-480x640.pth
 # Expedited DPT-Hybrid on NYUv2 (30 x 40 tokens): token clustering after ViT layer 3
 # into 14 x 14 centres, layers 4-12 on the centres, reconstruction after layer 12; the
 # tap at layer 9 is reconstructed with the same weights.

@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/dpt_hybrid-r50-vitb16_kitti-352x1216.pth
+#   made by: python tools/model_converters/dpt2mmseg.py https://github.com/isl-org/DPT/releases/download/1_0/dpt_hybrid_kitti-cb926ef4.pt checkpoints/dpt_hybrid-r50-vitb16_kitti-352x1216.pth
 # Expedited DPT-Hybrid on KITTI (22 x 76 tokens): token clustering after ViT layer 5
 # into 20 x 20 centres, layers 6-12 on the centres, reconstruction after layer 12; the
 # tap at layer 9 is reconstructed with the same weights.

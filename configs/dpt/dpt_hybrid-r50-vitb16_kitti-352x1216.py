@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/dpt_hybrid-r50-vitb16_kitti-352x1216.pth
+#   made by: python tools/model_converters/dpt2mmseg.py https://github.com/isl-org/DPT/releases/download/1_0/dpt_hybrid_kitti-cb926ef4.pt checkpoints/dpt_hybrid-r50-vitb16_kitti-352x1216.pth
 # DPT-Hybrid (R50+ViT-B/16) fine-tuned on KITTI, as released by isl-org/DPT
 # (dpt_hybrid_kitti-cb926ef4.pt), in mmseg conventions: DepthEstimator + HybridViT +
 # DPTDepthHead. Evaluation only (expediting needs no training): the KB crop (352x1216)

@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/dpt_hybrid-r50-vitb16_nyu-480x640.pth
+#   made by: python tools/model_converters/dpt2mmseg.py https://github.com/isl-org/DPT/releases/download/1_0/dpt_hybrid_nyu-2ce69ec7.pt checkpoints/dpt_hybrid-r50-vitb16_nyu-480x640.pth
 # DPT-Hybrid (R50+ViT-B/16) fine-tuned on NYUv2, as released by isl-org/DPT
 # (dpt_hybrid_nyu-2ce69ec7.pt), in mmseg conventions: DepthEstimator + HybridViT +
 # DPTDepthHead, on mmseg's NYU dataset layout. Evaluation only: full 640x480 images, no

@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmsegmentation/v0.5/dpt/dpt_vit-b16_512x512_160k_ade20k/dpt_vit-b16_512x512_160k_ade20k-db31cf52.pth
 # Expedited DPT ViT-B/16 on ADE20K (mmseg's config and checkpoint; 32 x 32 tokens): the
 # multi-tap case. DPT taps layers 3, 6, 9 and 12 (out_indices 2, 5, 8, 11): clustering
 # after layer 3 leaves the first tap before the span, the taps at layers 6 and 9 are

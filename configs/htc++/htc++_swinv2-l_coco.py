@@ -1,7 +1,8 @@
+# Checkpoint: your own HTC++ checkpoint (none is public)
 # HTC++ with a SwinV2-L backbone on COCO (instance segmentation with the semantic branch),
 # written in mmdet 3 terms: the Swin papers' HTC++ recipe was never released as a config,
 # and no COCO-trained SwinV2-L HTC++ checkpoint is public (see checkpoints.md). This is the
-# STOCK model; htc++_swinv2-l_expedite-a8-w23_coco.py expedites it without fine-tuning.
+# STOCK model; htc++_swinv2-l_expedite-a12-w23_coco.py expedites it without fine-tuning.
 #
 # Windows: SwinV2-L is pre-trained on ImageNet-22K at 192 px with window 12 (stages 1-3;
 # the 6x6 last stage attends within 6). SwinV2 detection fine-tunes at 1536 px with window

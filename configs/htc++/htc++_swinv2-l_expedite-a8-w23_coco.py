@@ -1,25 +1,3 @@
-# HTC++ SwinV2-L on COCO, expedited without fine-tuning: the paper's setting clusters
-# every 32x32 window of stage 3 to 23x23 after its 8th block and reconstructs after its
-# 18th (last) block; published: +21% FPS, -20% GFLOPs, ~98% of the box/mask AP. Named by what it does: a8 = after the 8th block of stage 3, w23 = window 23.
-#
-# No COCO-trained SwinV2-L HTC++ checkpoint is public (checkpoints.md): load your own
-# detector with `load_from=...` (or `tools/test.py CONFIG CHECKPOINT`); the backbone's
-# init_cfg (inherited) points at the official ImageNet-22K SwinV2-L weights.
-_base_ = './htc++_swinv2-l_coco.py'
-custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
-
-model = dict(
-    backbone=dict(
-        type='ExpeditedSwinV2',
-        stage=2,
-        cluster_after=8,
-        reconstruct_after=18,
-        clustered_window_size=23,
-        # The paper gives only the windows and blocks for SwinV2; the operator settings
-        # are its released Swin-family ones (Mask2Former: lambda 7x7, kappa 5, tau 20,
-        # k 10, L2-normalised reconstruction weights as in the released code).
-        cluster_window=7,
-        cluster_iters=5,
-        temperature=20.0,
-        reconstruct_k=10,
-        reconstruct_normalize='l2'))
+# DEPRECATED name, kept for one release: a8 counted the blocks of stage 3 only; aN now counts every block before clustering.
+# Use htc++_swinv2-l_expedite-a12-w23_coco.py (same model; docs/model_zoo.md, "Names").
+_base_ = './htc++_swinv2-l_expedite-a12-w23_coco.py'

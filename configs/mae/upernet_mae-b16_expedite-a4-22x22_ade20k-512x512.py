@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmsegmentation/v0.5/mae/upernet_mae-base_fp16_8x2_512x512_160k_ade20k/upernet_mae-base_fp16_8x2_512x512_160k_ade20k_20220426_174752-f92a2975.pth
 # UPerNet + MAE ViT-B/16 on ADE20K (512x512 windows at stride 341, 32x32 tokens), mmseg's
 # config and checkpoint, expedited: token clustering after layer 4 into 22x22 centres,
 # layers 5-12 on the centres, reconstruction after layer 12 (taps at layers 4, 6, 8, 12:

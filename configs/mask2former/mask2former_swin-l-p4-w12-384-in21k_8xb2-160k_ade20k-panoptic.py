@@ -1,3 +1,4 @@
+# Checkpoint: your own mmdet checkpoint (none is public)
 # Mask2Former Swin-L (IN-22k, window 12), ADE20K panoptic segmentation: the stock model,
 # which mmdet does not ship. Written in mmdet's conventions from its COCO panoptic Swin-L
 # config and its ADE20K panoptic dataset settings, with the Mask2Former paper's ADE20K

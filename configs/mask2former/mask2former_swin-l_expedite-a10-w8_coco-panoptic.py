@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmdetection/v3.0/mask2former/mask2former_swin-l-p4-w12-384-in21k_16xb1-lsj-100e_coco-panoptic/mask2former_swin-l-p4-w12-384-in21k_16xb1-lsj-100e_coco-panoptic_20220407_104949-82f8d28d.pth
 # Mask2Former Swin-L (IN-21k, window 12), COCO panoptic, expedited without fine-tuning:
 # released PQ 57.8 -> 56.8, backbone 937 -> 663 GFLOPs (paper's counter, 1152x1152 input).
 _base_ = 'mmdet::mask2former/mask2former_swin-l-p4-w12-384-in21k_16xb1-lsj-100e_coco-panoptic.py'

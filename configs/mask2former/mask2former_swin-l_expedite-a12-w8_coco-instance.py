@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmdetection/v3.0/mask2former/mask2former_swin-l-p4-w12-384-in21k_16xb1-lsj-100e_coco-panoptic/mask2former_swin-l-p4-w12-384-in21k_16xb1-lsj-100e_coco-panoptic_20220407_104949-82f8d28d.pth
 # Mask2Former Swin-L (IN-21k, window 12), COCO instance segmentation, expedited without
 # fine-tuning: released mask AP 50.1 -> 49.1, backbone 937 -> 705 GFLOPs (paper's counter,
 # 1152x1152 input). As in mmdet's own model zoo, the instance numbers are those of the

@@ -1,3 +1,4 @@
+# Checkpoint: your own mmdet checkpoint (none is public)
 # Mask2Former Swin-L (IN-22k, window 12), ADE20K panoptic segmentation, expedited without
 # fine-tuning: released PQ 48.0 -> 47.6, backbone 937 -> 769 GFLOPs (the release's fvcore
 # count, 1152x1152 input). The operator settings are those of the release's yaml

@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmsegmentation/v0.5/mask2former/mask2former_swin-l-in22k-384x384-pre_8xb2-160k_ade20k-640x640/mask2former_swin-l-in22k-384x384-pre_8xb2-160k_ade20k-640x640_20221203_235933-7120c214.pth
 # Mask2Former Swin-L (IN-22k, window 12), ADE20K semantic segmentation at 640x640,
 # expedited without fine-tuning: released mIoU 55.8 -> 55.5, backbone 937 -> 620 GFLOPs
 # (paper's counter, 1152x1152 input).
@@ -11,7 +12,8 @@ model = dict(
         # CLUSTERING_LOCATION 7, counted over all Swin-L blocks (depths 2, 2, 18, 2): after
         # the 3rd block of the third stage; its other 15 blocks run on 8x8 windows. (The
         # paper's table labels this row alpha 8; location 7 is what the release runs, and it
-        # reproduces the released 620 GFLOPs: fvcore 619.1 of 936.9.)
+        # reproduces the released 620 GFLOPs: fvcore 618.3 of 936.9, `python
+        # tools/analysis/get_flops.py CONFIG --shape 1152 --backbone-only`.)
         stage=2,
         cluster_after=3,
         clustered_window_size=8,

@@ -1,3 +1,4 @@
+# Checkpoint: your own mmdet checkpoint (none is public)
 # Mask2Former Swin-L (IN-22k, window 12), YouTube-VIS 2019: the stock model, which mmdet
 # ships for 2021 only. Its 2021 Swin-L config with the 2019 data and schedule (as mmdet's
 # R-50 2019/2021 pair differ), and the Mask2Former (VIS) paper's 2019 Swin-L test size:

@@ -1,3 +1,4 @@
+# Checkpoint: your own mmdet checkpoint (none is public)
 # Mask2Former Swin-L (IN-22k, window 12), YouTube-VIS 2019, expedited without fine-tuning:
 # released AP 60.4 -> 60.2, backbone 8957 -> 7631 GFLOPs (the release's fvcore count of the
 # backbone on one clip of 28 frames at 480x832). All frames of a clip go through the

@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmdetection/v3.0/mask2former_vis/mask2former_swin-l-p4-w12-384-in21k_8xb2-8e_youtubevis2021/mask2former_swin-l-p4-w12-384-in21k_8xb2-8e_youtubevis2021_20220907_124752-48252603.pth
 # Mask2Former Swin-L (IN-22k, window 12), YouTube-VIS 2021, expedited without fine-tuning:
 # released AP 52.6 -> 51.8, backbone 7159 -> 6253 GFLOPs (the release's fvcore count of the
 # backbone on one clip of 32 frames at 400x640). All frames of a clip go through the

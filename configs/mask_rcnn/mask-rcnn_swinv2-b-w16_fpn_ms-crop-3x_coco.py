@@ -1,3 +1,4 @@
+# Checkpoint: your own Mask R-CNN checkpoint (none is public)
 # Mask R-CNN with a SwinV2-B backbone on COCO: the smaller SwinV2 detector, for trying the
 # SwinV2 path at a moderate cost (1333x800 test size). mmdet's own Swin recipe
 # (multi-scale + crop augmentation, AdamW, 36 epochs) with mmpretrain's SwinTransformerV2
@@ -5,7 +6,7 @@
 # backbone starts from the official ImageNet-22K SwinV2-B (192 px, window 12), fine-tuned
 # at window 16 (8 in the last stage); pretrained_window_sizes keeps the continuous position
 # bias normalised by the pre-training windows. This is the STOCK model;
-# mask-rcnn_swinv2-b-w16_expedite-a8-w12_fpn_ms-crop-3x_coco.py expedites it.
+# mask-rcnn_swinv2-b-w16_expedite-a12-w12_fpn_ms-crop-3x_coco.py expedites it.
 _base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py'
 # mmpretrain's SwinTransformerV2, registered in mmdet's MODELS by expedite_mm (mmengine's
 # scoped 'mmpretrain.SwinTransformerV2' would import all of mmpretrain.models, whose

@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmclassification/v1/vit_sam/vit-base-p16_sam-pre_3rdparty_sa1b-1024px_20230411-2320f9cc.pth
 # SAM's ViT-B/16 image encoder expedited without fine-tuning, with Expedit-SAM's default
 # setting (it publishes no ViT-B result; these are the defaults of its scripts/amg.py and
 # scripts/benchmark.py for any model, with the 81 clusters of its fastest ViT-H row).

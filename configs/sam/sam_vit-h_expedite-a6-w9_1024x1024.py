@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmclassification/v1/vit_sam/vit-huge-p16_sam-pre_3rdparty_sa1b-1024px_20230411-3f13c653.pth
 # SAM's ViT-H/16 image encoder expedited without fine-tuning, Expedit-SAM's fastest
 # setting (its README: clustering location 6, 81 clusters; automatic mask generation with
 # 144 points on a V100: 1.27 -> 1.89 images/s; no accuracy figure published).

@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmclassification/v1/vit_sam/vit-large-p16_sam-pre_3rdparty_sa1b-1024px_20230411-595feafd.pth
 # SAM's image encoder, ViT-L/16 (24 layers, global attention in layers 6, 12, 18, 24; the
 # others attend within 14x14 windows) at SAM's 1024x1024 input: mmpretrain's headless SAM
 # config, with the official SAM weights converted by mmpretrain. mmpretrain's
@@ -6,6 +7,9 @@
 # the normalised image zero-padded at the bottom/right to 1024x1024; resize the long side
 # to 1024 first) and the encoder, whose output is SAM's image embedding (256 x 64 x 64).
 _base_ = 'mmpretrain::sam/vit-large-p16_sam_headless.py'
+# Built in mmseg's scope: `import expedite_mm` registers SAMImageEncoder and
+# (Expedited)ViTSAM in mmseg's MODELS; mmpretrain's own scope would make its registry
+# import mmpretrain.models, which needs torchvision (README: mmpretrain without torchvision).
 default_scope = 'mmseg'
 custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
 

@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmclassification/v1/vit_sam/vit-large-p16_sam-pre_3rdparty_sa1b-1024px_20230411-595feafd.pth
 # SAM's ViT-L/16 image encoder expedited without fine-tuning, with Expedit-SAM's default
 # setting (its README shows ViT-L results without naming their setting; these are the
 # defaults of its scripts/amg.py and scripts/benchmark.py for any model, with the 81

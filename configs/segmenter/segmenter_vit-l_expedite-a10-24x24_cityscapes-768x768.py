@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/segmenter-original_vit-l_mask_cityscapes-768x768.pth
+#   made by: python tools/model_converters/segmenter2mmseg.py https://www.rocq.inria.fr/cluster-willow/rstrudel/segmenter/checkpoints/cityscapes/seg_large_mask/checkpoint.pth checkpoints/segmenter-original_vit-l_mask_cityscapes-768x768.pth
 # Segmenter ViT-L/16, Cityscapes (768x768 windows at stride 512, 48x48 tokens), expedited as
 # the Expedit-Segmenter release computes it: token clustering after layer 10 into 24x24
 # centres; layers 11-24 and the final norm run on the centres, the mask-transformer head

@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmsegmentation/v0.5/segmenter/segmenter_vit-l_mask_8x1_512x512_160k_ade20k/segmenter_vit-l_mask_8x1_512x512_160k_ade20k_20220105_162750-7ef345be.pth
 # Segmenter ViT-L/16, ADE20K (640x640 crops at stride 640, 40x40 tokens), expedited as
 # the Expedit-Segmenter release computes it: token clustering after layer 10 into 28x28
 # centres; layers 11-24 and the final norm run on the centres, the mask-transformer head
@@ -15,7 +16,7 @@
 # Weights: mmseg's official checkpoint (the base's load_from), unmodified (mmseg reports
 # 52.16 mIoU for it). The published numbers were measured on the original Segmenter
 # release's weights (checkpoints.md: how to convert and use those instead).
-_base_ = './segmenter_vit-l_mask_8xb1-160k_ade20k-640x640.py'
+_base_ = './segmenter_vit-l_mask-release-slide_ade20k-640x640.py'
 custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
 model = dict(
     type='ExpeditedEncoderDecoder',

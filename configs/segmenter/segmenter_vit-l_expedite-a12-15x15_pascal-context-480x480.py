@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/segmenter-original_vit-l_mask_pascal-context-480x480.pth
+#   made by: python tools/model_converters/segmenter2mmseg.py https://www.rocq.inria.fr/cluster-willow/rstrudel/segmenter/checkpoints/pascal_context/seg_large_mask/checkpoint.pth checkpoints/segmenter-original_vit-l_mask_pascal-context-480x480.pth
 # Segmenter ViT-L/16, Pascal-Context (480x480 windows at stride 320, 30x30 tokens), expedited as
 # the Expedit-Segmenter release computes it: token clustering after layer 12 into 15x15
 # centres; layers 13-24 and the final norm run on the centres, the mask-transformer head

@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/segmenter-original_vit-l_mask_cityscapes-768x768.pth
+#   made by: python tools/model_converters/segmenter2mmseg.py https://www.rocq.inria.fr/cluster-willow/rstrudel/segmenter/checkpoints/cityscapes/seg_large_mask/checkpoint.pth checkpoints/segmenter-original_vit-l_mask_cityscapes-768x768.pth
 # Segmenter ViT-L/16 + mask transformer on Cityscapes, 768x768 crops: the recipe of the
 # original Segmenter release (rstrudel/segmenter: 216 epochs x 8 images ~ 80k iterations,
 # SGD lr 0.01, no weight decay, poly schedule; sliding-window test with 768 windows and

@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/segmenter-original_vit-l_mask_pascal-context-480x480.pth
+#   made by: python tools/model_converters/segmenter2mmseg.py https://www.rocq.inria.fr/cluster-willow/rstrudel/segmenter/checkpoints/pascal_context/seg_large_mask/checkpoint.pth checkpoints/segmenter-original_vit-l_mask_pascal-context-480x480.pth
 # Segmenter ViT-L/16 + mask transformer on Pascal-Context (60 classes, background
 # included, as the original release trains and evaluates), 480x480 crops: the recipe of
 # the original Segmenter release (rstrudel/segmenter: 256 epochs x 16 images ~ 80k

@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/vit-huge-p14_swag-pre_3rdparty_in1k-518px.pth
+#   made by: python tools/model_converters/swag2mmpretrain.py https://download.pytorch.org/models/vit_h_14_swag-80465313.pth checkpoints/vit-huge-p14_swag-pre_3rdparty_in1k-518px.pth
 # SWAG ViT-H/14 fine-tuned end to end on ImageNet-1k at 518x518 (37x37 tokens), evaluated
 # as the SWAG release does (see the ViT-L/16 config this one inherits; resolution 518).
 # Published: 88.55 top-1 (torchvision's IMAGENET1K_SWAG_E2E_V1); Expedit-SWAG README:

@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/vit-huge-p14_swag-pre_3rdparty_in1k-518px.pth
+#   made by: python tools/model_converters/swag2mmpretrain.py https://download.pytorch.org/models/vit_h_14_swag-80465313.pth checkpoints/vit-huge-p14_swag-pre_3rdparty_in1k-518px.pth
 # SWAG ViT-H/14 ImageNet-1k 518x518 (37x37 tokens) with EViT as Expedit-SWAG ran it
 # (models/evit.py, training-free): in layers 9, 17 and 25 (its 0-based drop_loc (8, 16, 24),
 # the model's default) the tokens are ranked after the attention and ceil(0.5 n) of the n

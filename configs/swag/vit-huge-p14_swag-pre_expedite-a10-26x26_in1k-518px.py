@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/vit-huge-p14_swag-pre_3rdparty_in1k-518px.pth
+#   made by: python tools/model_converters/swag2mmpretrain.py https://download.pytorch.org/models/vit_h_14_swag-80465313.pth checkpoints/vit-huge-p14_swag-pre_3rdparty_in1k-518px.pth
 # SWAG ViT-H/14 ImageNet-1k 518x518 (37x37 tokens), expedited as Expedit-SWAG runs it: token
 # clustering after layer 10 into 26x26 centres; layers 11-32 and the final norm run on the
 # centres and the class token is read from them (no reconstruction). Expedit-SWAG's alpha=10

@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/vit-huge-p14_swag-pre_3rdparty_in1k-518px.pth
+#   made by: python tools/model_converters/swag2mmpretrain.py https://download.pytorch.org/models/vit_h_14_swag-80465313.pth checkpoints/vit-huge-p14_swag-pre_3rdparty_in1k-518px.pth
 # SWAG ViT-H/14 ImageNet-1k 518x518 (37x37 tokens) with ToMe as Expedit-SWAG ran it (its
 # ToMe patch for SWAG, training-free): in every layer, between attention and MLP, 40 tokens
 # are merged by bipartite soft matching on the layer's keys (the class token is never

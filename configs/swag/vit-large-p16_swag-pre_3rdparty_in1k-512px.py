@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/vit-large-p16_swag-pre_3rdparty_in1k-512px.pth
+#   made by: python tools/model_converters/swag2mmpretrain.py https://download.pytorch.org/models/vit_l_16_swag-4f3808c9.pth checkpoints/vit-large-p16_swag-pre_3rdparty_in1k-512px.pth
 # SWAG ViT-L/16, weakly supervised pre-training on IG-3.6B then fine-tuned end to end on
 # ImageNet-1k at 512x512 (Singh et al., "Revisiting Weakly Supervised Pre-Training of
 # Visual Perception Models", CVPR 2022), evaluated as the SWAG and Expedit-SWAG releases

@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/vit-large-p16_swag-pre_3rdparty_in1k-512px.pth
+#   made by: python tools/model_converters/swag2mmpretrain.py https://download.pytorch.org/models/vit_l_16_swag-4f3808c9.pth checkpoints/vit-large-p16_swag-pre_3rdparty_in1k-512px.pth
 # SWAG ViT-L/16 ImageNet-1k 512x512 (32x32 tokens) with EViT as Expedit-SWAG ran it
 # (models/evit.py, training-free): in layers 7, 13 and 19 (its 0-based drop_loc (6, 12, 18),
 # the model's default) the tokens are ranked after the attention and ceil(0.8 n) of the n

@@ -1,3 +1,5 @@
+# Checkpoint: checkpoints/vit-large-p16_swag-pre_3rdparty_in1k-512px.pth
+#   made by: python tools/model_converters/swag2mmpretrain.py https://download.pytorch.org/models/vit_l_16_swag-4f3808c9.pth checkpoints/vit-large-p16_swag-pre_3rdparty_in1k-512px.pth
 # SWAG ViT-L/16 ImageNet-1k 512x512 (32x32 tokens), expedited as Expedit-SWAG runs it: token
 # clustering after layer 6 into 23x23 centres; layers 7-24 and the final norm run on the
 # centres and the class token is read from them (no reconstruction). Expedit-SWAG's alpha=6

@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmsegmentation/v0.5/vit/upernet_deit-b16_mln_512x512_160k_ade20k/upernet_deit-b16_mln_512x512_160k_ade20k_20210621_191949-4e1450f3.pth
 # UPerNet + DeiT-B/16 (MLN neck) on ADE20K at 512x512, mmseg's config and checkpoint,
 # expedited as the ViT-B one: clustering after layer 6 into 24x24 centres, reconstruction
 # after layer 12; the taps at layers 3 and 6 are dense, the one at layer 9 reconstructed.

@@ -1,3 +1,4 @@
+# Checkpoint: https://download.openmmlab.com/mmsegmentation/v0.5/vit/upernet_vit-b16_mln_512x512_160k_ade20k/upernet_vit-b16_mln_512x512_160k_ade20k_20210624_130547-852fa768.pth
 # UPerNet + ViT-B/16 (MLN neck) on ADE20K at 512x512 (32x32 tokens), mmseg's config and
 # checkpoint, expedited: token clustering after layer 6 into 24x24 centres, layers 7-12 on
 # the centres, reconstruction after layer 12. UPerNet reads layers 3, 6, 9 and 12

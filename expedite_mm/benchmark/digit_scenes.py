@@ -1,11 +1,11 @@
 """DigitScenes for mmseg: the project's accuracy benchmark (11 classes).
 
 Written by ``tools/dataset_converters/digit_scenes.py`` from data that installed packages
-ship (scikit-image photos as backgrounds, scikit-learn's handwritten digits as objects),
-in mmseg's standard layout::
+ship (scikit-image photos as backgrounds; objects shaped like scikit-learn's handwritten
+digits, cut from ten scikit-image material textures), in mmseg's standard layout::
 
     data_root/img_dir/{train,val}/000000.png    RGB
-    data_root/ann_dir/{train,val}/000000.png    uint8 labels: 0 background, 1-10 digits 0-9
+    data_root/ann_dir/{train,val}/000000.png    uint8 labels: 0 background, 1-10 materials
 
 mmseg's own pipeline, dataloader and ``IoUMetric`` are used unchanged. What mmseg would
 report late or cryptically is checked here and named: a missing or empty image directory
@@ -24,7 +24,9 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import DATASETS, TRANSFORMS
 
-DIGIT_SCENES_CLASSES = ("background",) + tuple(str(d) for d in range(10))
+# the converter's MATERIALS, in order (class i + 1)
+DIGIT_SCENES_CLASSES = ("background", "brick", "grass", "gravel", "coins", "cells", "deep sky",
+                        "tissue", "moon", "retina", "page")
 DIGIT_SCENES_PALETTE = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25],
                         [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240],
                         [240, 50, 230], [210, 245, 60], [250, 190, 212]]

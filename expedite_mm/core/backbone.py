@@ -15,6 +15,7 @@ from typing import Any, ClassVar, List, Optional, Sequence, Tuple, Type
 from torch import Tensor, nn
 
 from ..ops.cluster import GridSpec
+from ..utils.compat import FULLGRAPH_COMPILE
 from ..ops.reducers import REDUCERS
 from .args import DENSE_VIT, ArgsFamily, ExpediteArgs
 from .hourglass import TokenAdapter, run_hourglass, warn_fallback
@@ -66,7 +67,7 @@ class ExpediteMixin:
         """``(outputs, state)`` of the loop on ``inputs`` (state: the clustering state
         where the outputs stay on the centres), or ``None`` -- with one warning per model
         -- for an input too small to cluster, which runs the stock forward instead."""
-        adapter = self.adapter(self)
+        adapter = _new_adapter(self)
         x, hw = adapter.embed(inputs)
         clustered = adapter.too_small(hw)
         if clustered is not None:
@@ -75,6 +76,18 @@ class ExpediteMixin:
         outs, state, _ = run_hourglass(adapter, x, hw, self.cluster_after,
                                        self.reconstruct_after, out_indices, origin)
         return outs, state
+
+
+def _new_adapter(model: nn.Module) -> TokenAdapter:
+    """The model's token adapter for one call (it caches per-call values, so never shared)."""
+    return model.adapter(model)
+
+
+if not FULLGRAPH_COMPILE:
+    # torch < 2.3's dynamo cannot trace constructing the adapter (it looks for the class's
+    # __code__): construct it outside the graph there (a graph break, as the operators have)
+    import torch
+    _new_adapter = torch.compiler.disable(_new_adapter)
 
 
 __all__ = ["ExpediteMixin"]

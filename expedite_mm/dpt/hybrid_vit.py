@@ -81,8 +81,12 @@ class HybridViT(VisionTransformer):
 
     def forward(self, inputs: Tensor) -> Tuple:
         stages = self.resnet(inputs)
-        # super().forward is the ViT forward (ExpeditedViT's in the expedited subclass).
-        return (*[stages[i] for i in self.resnet_out_indices], *super().forward(stages[-1]))
+        return (*[stages[i] for i in self.resnet_out_indices], *self.vit_forward(stages[-1]))
+
+    def vit_forward(self, features: Tensor) -> Tuple:
+        """The ViT part alone (patch and position embedding, layers, norms) on the ResNet's
+        last stage ``features`` (B, C, H/stride, W/stride); returns the ViT's outputs."""
+        return VisionTransformer.forward(self, features)
 
 
 @MODELS.register_module()
@@ -115,3 +119,7 @@ class ExpeditedHybridViT(HybridViT, ExpeditedViT):
         stages = self.resnet(inputs)
         outs, state = ExpeditedViT.forward_with_state(self, stages[-1])
         return (*[stages[i] for i in self.resnet_out_indices], *outs), state
+
+    def vit_forward(self, features: Tensor) -> Tuple:
+        """The expedited ViT part alone on the ResNet's last stage (full-resolution outputs)."""
+        return ExpeditedViT.forward_with_state(self, features)[0]

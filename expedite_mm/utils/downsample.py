@@ -49,7 +49,8 @@ def uniform_downsample(cfg: Config, size: int) -> Tuple[Config, Dict[str, Any]]:
 
     Returns ``(config, info)`` with ``info = {'base': (H, W), 'size': (h, w), 'factor',
     'changed': [the keys rewritten]}``. Raises ``ValueError`` for a bad ``size`` or a
-    config whose test input size cannot be told (nothing to rescale).
+    config whose test input size cannot be told or whose test pipeline has no ``Resize``
+    (nothing would make the image smaller).
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be an int >= 1 (the new short side of the test input), "
@@ -75,6 +76,13 @@ def uniform_downsample(cfg: Config, size: int) -> Tuple[Config, Dict[str, Any]]:
     if preprocessor.get("size") is not None:
         preprocessor["size"] = _scaled(preprocessor["size"], factor)
         changed.append("model.data_preprocessor.size")
+    if not any(key.startswith("pipeline[") for key in changed):
+        # a pad size or a sliding window alone does not make the image smaller: without a
+        # Resize the "downsampled" row would silently be the stock model at full size
+        raise ValueError("uniform downsampling rescales the test pipeline's Resize step, and "
+                         "this config's test/val pipeline has none (with a 'scale' or "
+                         "'scale_factor'); add e.g. dict(type='Resize', scale=(W, H), "
+                         "keep_ratio=True) after LoadImageFromFile")
     new = tuple(default_input_shape(cfg))
     return cfg, {"base": base, "size": new, "factor": factor, "changed": changed}
 

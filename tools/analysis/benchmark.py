@@ -27,7 +27,7 @@ Backends:
   compilation.
 
 ``--sizes`` sweeps square inputs (times ``--batch-sizes``) instead of one shape: one row
-per (size, batch) in ``--csv``, and ``--png`` plots the latency ratio against the input
+per (size, batch) in ``--csv`` (with the machine and the date), and ``--png`` plots the latency ratio against the input
 size, one line per batch size. Keep the cluster grid a ratio of the token grid for a
 sweep (e.g. ``--cfg-options model.backbone.cluster_grid=0.7``), so that every size is
 reduced alike.
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import datetime
 import json
 import os
 import os.path as osp
@@ -45,7 +46,8 @@ import tempfile
 from expedite_mm.utils.config import CfgOptionsAction
 
 CSV_COLUMNS = ["size", "batch_size", "backend", "mode", "stock_median_ms", "stock_iqr_ms",
-               "expedited_median_ms", "expedited_iqr_ms", "latency_ratio", "speedup"]
+               "expedited_median_ms", "expedited_iqr_ms", "latency_ratio", "speedup",
+               "machine", "date"]
 
 
 def parse_args(argv=None):
@@ -237,7 +239,9 @@ def sweep(args, models: dict, onnx_dir) -> dict:
                        "stock_iqr_ms": summary["stock"]["iqr_ms"],
                        "expedited_median_ms": summary["expedited"]["median_ms"],
                        "expedited_iqr_ms": summary["expedited"]["iqr_ms"],
-                       "latency_ratio": summary["latency_ratio"], "speedup": summary["speedup"]}
+                       "latency_ratio": summary["latency_ratio"], "speedup": summary["speedup"],
+                       "machine": summary["device_name"],
+                       "date": datetime.date.today().isoformat()}
                 writer.writerow(row)
                 f.flush()
                 rows.append(row)

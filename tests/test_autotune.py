@@ -531,6 +531,8 @@ def test_validation_ranks_settings_and_matches_tools_test(tiny, tmp_path):
     assert summary["budget"] == 0.7 and summary["verified"]["cost"] <= 0.7   # the user's
     report = json.loads((work / "validation.json").read_text())
     rows = read_csv(work / "validation.csv")
+    with open(work / "validation.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert report["settings"] == len(rows) >= 12
     agreement = [float(r["agreement"]) for r in rows]
     truth = [float(r["true_metric"]) for r in rows]

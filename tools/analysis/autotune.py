@@ -57,7 +57,7 @@ on stderr, exit code 2 (3: no setting meets the budget), and nothing is written.
 up to the largest of ``--validate-budgets`` is run on all images and also scored by the
 config's evaluator (true mIoU etc.); reports Spearman's rho between agreement and the true
 metric, and per budget the true metric of the tuner's pick against the best setting of the
-exhaustive labelled search (``validation.csv``, ``validation.json``).
+exhaustive labelled search (``validation.csv``, ``validation.json``, ``validation.png``).
 """
 from __future__ import annotations
 
@@ -1259,6 +1259,47 @@ def plot(rows: Sequence[Dict[str, Any]], path: str, x: str, xlabel: str, measure
     plt.close(fig)
 
 
+def plot_validation(validation: Dict[str, Any], path: str, measure: str, xlabel: str,
+                    title: str) -> None:
+    """Left: agreement against the true metric of every validated setting (Spearman's rho
+    in the title). Right: cost against the true metric, per budget the tuner's pick (star)
+    and the labelled oracle (ring)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows, metric = validation["rows"], validation["metric"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    left.scatter([r["agreement"] for r in rows], [r["true_metric"] for r in rows], s=14)
+    left.set_xlabel(f"agreement with the stock model ({measure}, %)")
+    left.set_ylabel(f"true {metric}")
+    left.set_title(f"{validation['settings']} settings: Spearman rho "
+                   f"{validation['spearman_rho']:.3f}", fontsize=9)
+    right.scatter([r["cost"] for r in rows], [r["true_metric"] for r in rows], s=14,
+                  color="gray", label="validated settings")
+    right.axhline(validation["stock_true_metric"], color="black", linewidth=1,
+                  label=f"stock ({validation['stock_true_metric']:.2f})")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for colour, b in zip(colours, validation["budgets"]):
+        right.axvline(b["budget"], color=colour, linestyle="--", linewidth=1)
+        if b["pick"] is not None:
+            right.scatter([b["pick_cost"]], [b["pick_true_metric"]], marker="*", s=160,
+                          color=colour, zorder=5, label=f"{b['budget']:g}: pick")
+        if b["oracle"] is not None:
+            right.scatter([b["oracle_cost"]], [b["oracle_true_metric"]], s=90,
+                          facecolors="none", edgecolors=colour, linewidths=1.5, zorder=5,
+                          label=f"{b['budget']:g}: oracle")
+    right.set_xlabel(xlabel)
+    right.set_ylabel(f"true {metric}")
+    right.set_title("the tuner's picks against the labelled oracle", fontsize=9)
+    right.legend(fontsize=7)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
 def print_table(rows: Sequence[Dict[str, Any]], title: str, latency: bool) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -1521,6 +1562,8 @@ def _search(args, tuner: Tuner, user_cfg, settings, latency_mode, stock_latency,
                   ["setting", "cost", "agreement", "true_metric", "true_metric_name"])
         write_atomic(osp.join(args.work_dir, "validation.json"),
                      lambda tmp: _dump_json(tmp, summary["validation"]))
+        plot_validation(validation, osp.join(args.work_dir, "validation.png"), measure,
+                        f"{args.budget_on} GFLOPs / stock", title)
     write_atomic(osp.join(args.work_dir, "autotune.json"), lambda tmp: _dump_json(tmp, summary))
     config_path = osp.join(args.work_dir, "autotune_config.py")
     write_atomic(config_path, lambda tmp: _write_text(tmp, text))

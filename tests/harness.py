@@ -31,6 +31,14 @@ def load_tool(relative: str):
     return module
 
 
+def free_port() -> int:
+    """A TCP port free right now (two suites on one machine must not share a fixed one)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run_test_tool(config, checkpoint, tmp, name, *extra, launcher=None):
     """``tools/test.py`` in a subprocess (``torchrun`` with 2 processes for
     ``launcher='pytorch'``), dumping predictions and metrics.
@@ -42,7 +50,7 @@ def run_test_tool(config, checkpoint, tmp, name, *extra, launcher=None):
                "--out", str(out), "--metrics-json", str(metrics), *extra]
     if launcher:
         command = ["-m", "torch.distributed.run", "--nproc_per_node", "2",
-                   "--master_port", "29533", *command, "--launcher", launcher]
+                   "--master_port", str(free_port()), *command, "--launcher", launcher]
     threads = "1" if launcher else "2"
     result = subprocess.run([sys.executable, *command], capture_output=True, text=True,
                             timeout=600, env={**os.environ, "OMP_NUM_THREADS": threads})

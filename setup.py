@@ -36,9 +36,11 @@ class BuildWithMim(build_py):
     """build_py that also copies configs/ and tools/ into expedite_mm/.mim/ of the build
     (as mmseg/mmdet ship theirs); the source tree is left as it is.
 
-    mmengine looks a ``PKG::name`` base up in ``.mim/model-index.yml`` first (model names of
-    metafiles) and takes ``.mim/configs/name`` when the index does not list it; ours lists
-    no metafile, so every ``expedite_mm::<folder>/<config>.py`` is that path."""
+    The model zoo's ``metafile.yml`` goes along and ``.mim/model-index.yml`` imports it:
+    mmengine's ``hub.get_config('expedite_mm::<folder>/<config>.py', pretrained=True)``
+    then finds a config's weights (``cfg.model_path``, the metafile's ``Weights``), and
+    ``mim search expedite_mm`` lists the models. ``_base_ = 'expedite_mm::...'`` bases are
+    read from ``.mim/configs/`` directly."""
 
     def run(self):
         super().run()
@@ -49,8 +51,9 @@ class BuildWithMim(build_py):
                 shutil.rmtree(target)
             shutil.copytree(os.path.join(ROOT, folder), target,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copy(os.path.join(ROOT, "metafile.yml"), mim)
         with open(os.path.join(mim, "model-index.yml"), "w") as f:
-            f.write("Import: []\n")
+            f.write("Import:\n- metafile.yml\n")
 
 
 setup(

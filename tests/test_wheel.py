@@ -15,6 +15,7 @@ import sys
 import zipfile
 
 import pytest
+import yaml
 
 from harness import ROOT, write_ade20k
 
@@ -40,7 +41,7 @@ def wheel(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
     source = tmp / "src"
     os.makedirs(source)
-    for name in ("setup.py", "README.md", "LICENSE"):
+    for name in ("setup.py", "README.md", "LICENSE", "metafile.yml"):
         shutil.copy(osp.join(ROOT, name), source)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     for folder in ("expedite_mm", "configs", "tools"):
@@ -63,6 +64,12 @@ def test_wheel_ships_configs_tools_license_and_command(wheel):
                          if n.startswith(f"expedite_mm/.mim/{folder}/"))
         assert shipped == _repo_files(folder), folder
     assert "expedite_mm/.mim/model-index.yml" in names          # mmengine reads it first
+    with zipfile.ZipFile(wheel) as archive:
+        index = yaml.safe_load(archive.read("expedite_mm/.mim/model-index.yml"))
+        shipped_zoo = archive.read("expedite_mm/.mim/metafile.yml")
+    assert index == {"Import": ["metafile.yml"]}
+    with open(osp.join(ROOT, "metafile.yml"), "rb") as f:
+        assert shipped_zoo == f.read()
     assert any(n.endswith(".dist-info/LICENSE") or "/licenses/LICENSE" in n for n in names)
     assert "expedite-mm = expedite_mm.cli:main" in entry_points
     # the floors are the classic stack's versions (requirements-classic.txt)
@@ -109,11 +116,17 @@ from expedite_mm.utils.config import build_model, load_config
 cfg = load_config('my_segmenter.py')
 model = build_model(cfg)
 torch.save({'state_dict': model.state_dict()}, 'tiny.pth')
+from mmengine.hub import get_config
+# the installed model index: a shipped config's weights, from the metafile
+weights = get_config('expedite_mm::{SHIPPED}', pretrained=True).model_path
 print(json.dumps(dict(file=expedite_mm.__file__, backbone=type(model.backbone).__name__,
-                      segmentor=type(model).__name__, base=cfg.filename)))
-"""], project, env).strip().splitlines()[-1])
+                      segmentor=type(model).__name__, base=cfg.filename, weights=weights)))
+""".replace("{SHIPPED}", SHIPPED)], project, env).strip().splitlines()[-1])
     assert report["file"].startswith(str(venv)), report
     assert (report["backbone"], report["segmentor"]) == ("ExpeditedViT", "ExpeditedEncoderDecoder")
+    with open(osp.join(ROOT, "metafile.yml")) as f:
+        zoo = {m["Config"]: m["Weights"] for m in yaml.safe_load(f)["Models"]}
+    assert report["weights"] == zoo[f"configs/{SHIPPED}"]
 
     command = str(venv / "bin" / "expedite-mm")
     listed = _run([command, "configs", "segmenter"], project, env).split()

@@ -4,6 +4,7 @@
     expedite-mm test CONFIG CHECKPOINT [...]       tools/test.py
     expedite-mm flops CONFIG [...]                 tools/analysis/get_flops.py
     expedite-mm benchmark CONFIG [...]             tools/analysis/benchmark.py
+    expedite-mm autotune CONFIG CHECKPOINT [...]   tools/analysis/autotune.py
     expedite-mm configs [FOLDER]                   list the shipped configs
 
 CONFIG may be a path or ``expedite_mm::<folder>/<config>.py`` (a config shipped with the
@@ -29,6 +30,12 @@ TOOLS: Dict[str, str] = {
     "ops-benchmark": "analysis/ops_benchmark.py",
     "sweep": "analysis/sweep.py",
     "token-fidelity": "analysis/token_fidelity.py",
+    "backbone-fidelity": "analysis/backbone_fidelity.py",
+    "autotune": "analysis/autotune.py",
+    "tie-rule": "analysis/tie_rule.py",
+    "train": "train.py",
+    "digit-scenes": "dataset_converters/digit_scenes.py",
+    "publish-checkpoint": "model_converters/publish_checkpoint.py",
     "onnx": "deployment/pytorch2onnx.py",
     "sam-predictor": "sam_predictor.py",
     "convert-segmenter": "model_converters/segmenter2mmseg.py",

@@ -78,9 +78,11 @@ def main(argv=None) -> dict:
     k = reconstructions[0].k
     totals: Dict[str, int] = {"tokens": 0, "band": 0, "exact ties": 0, "keep != exact-k": 0}
 
+    recording = [True]                  # off while the 'exact' pass runs on the same images
+
     def record(module, inputs, outputs):
         centers, state = outputs
-        if k < state.centers.shape[1]:
+        if recording[0] and k < state.centers.shape[1]:
             for key, value in band_counts(state.tokens, state.centers, k).items():
                 totals[key] += value
 
@@ -89,21 +91,19 @@ def main(argv=None) -> dict:
         dataset["indices"] = args.val
     loader = Runner.build_dataloader(dict(cfg.test_dataloader, dataset=dataset,
                                           num_workers=0, persistent_workers=False))
-    pixels = changed = 0
     hooks = [m.register_forward_hook(record) for m in model.modules()
              if isinstance(m, TokenClustering)]
+    pixels = changed = 0
     with torch.no_grad():
         for data in loader:
+            for m in reconstructions:          # whatever the config says
+                m.ties = "keep"
             keep = model.test_step(data)
-            for hook in hooks:
-                hook.remove()
+            recording[0] = False
             for m in reconstructions:
                 m.ties = "exact"
             exact = model.test_step(data)
-            for m in reconstructions:
-                m.ties = "keep"
-            hooks = [m.register_forward_hook(record) for m in model.modules()
-                     if isinstance(m, TokenClustering)]
+            recording[0] = True
             for a, b in zip(keep, exact):
                 a, b = a.pred_sem_seg.data, b.pred_sem_seg.data
                 pixels += a.numel()

@@ -324,7 +324,8 @@ RELEASED_OPS = dict(clustered_window_size=8, cluster_window=7, temperature=20.0,
                     reconstruct_k=10, reconstruct_normalize="l2")
 PUBLISHED_RATIOS = {6: 663 / 937, 8: 705 / 937}   # backbone GFLOPs, COCO locations 10 / 12
 # (both counted with the panoptic yaml's operators: lambda and k change the count by < 0.001)
-# ours (fvcore, 1152x1152, measured): 936.9 -> 682.3 / 725.0 GFLOPs; the gap of about
+# ours (fvcore, 1152x1152, measured): 936.9 -> 682.3 / 725.0 GFLOPs (the instance
+# config's own operators, get_flops.py: 725.2, metafile.yml); the gap of about
 # 0.02 to the published ratios is discussed in checkpoints.md (Mask2Former)
 MEASURED_RATIOS = {6: 0.7283, 8: 0.7738}
 

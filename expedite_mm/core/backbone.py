@@ -85,7 +85,9 @@ def _new_adapter(model: nn.Module) -> TokenAdapter:
 
 if not FULLGRAPH_COMPILE:
     # torch < 2.3's dynamo cannot trace constructing the adapter (it looks for the class's
-    # __code__): construct it outside the graph there (a graph break, as the operators have)
+    # __code__): construct it outside the graph there (a graph break, as the operators have).
+    # torch.compiler.disable imports torch._dynamo; on torch 2.1 mmengine.model, which every
+    # OpenMMLab model imports, already has (measured), so only the pure-torch API pays it.
     import torch
     _new_adapter = torch.compiler.disable(_new_adapter)
 

@@ -38,9 +38,8 @@ class BuildWithMim(build_py):
 
     The model zoo's ``metafile.yml`` goes along and ``.mim/model-index.yml`` imports it:
     mmengine's ``hub.get_config('expedite_mm::<folder>/<config>.py', pretrained=True)``
-    then finds a config's weights (``cfg.model_path``, the metafile's ``Weights``), and
-    ``mim search expedite_mm`` lists the models. ``_base_ = 'expedite_mm::...'`` bases are
-    read from ``.mim/configs/`` directly."""
+    then finds a config's weights (``cfg.model_path``, the metafile's ``Weights``).
+    ``_base_ = 'expedite_mm::...'`` bases are read from ``.mim/configs/`` directly."""
 
     def run(self):
         super().run()

@@ -44,16 +44,16 @@ def parse_args(argv=None):
 
 def band_counts(tokens: torch.Tensor, centers: torch.Tensor, k: int) -> Dict[str, int]:
     """Tie statistics of one clustering's tokens (B, N, C) against its centres (B, M, C)."""
-    z64, s64 = tokens.double(), centers.double()
-    offset = z64.mean(1, keepdim=True)                     # the reconstruction's centring
-    z64, s64 = z64 - offset, s64 - offset
-    exact = torch.cdist(z64, s64).pow(2).sort(-1).values   # (B, N, M), float64
+    offset = tokens.double().mean(1, keepdim=True)          # the reconstruction's centring
+    exact = torch.cdist(tokens.double() - offset, centers.double() - offset).pow(2)
+    exact = exact.sort(-1).values                              # (B, N, M), float64
     gap = exact[..., k] - exact[..., k - 1]
-    z32, s32 = (tokens - tokens.mean(1, keepdim=True)), centers - tokens.mean(1, keepdim=True)
+    offset = tokens.mean(1, keepdim=True)
+    z32, s32 = tokens - offset, centers - offset               # ours, fp32
     scale = z32.pow(2).sum(-1) + s32.pow(2).sum(-1).amax(-1)[:, None]
     band = 8 * torch.finfo(torch.float32).eps * scale.double()
     relative = torch.baddbmm(s32.pow(2).sum(-1).unsqueeze(1), z32, s32.transpose(1, 2),
-                             alpha=-2)                     # ours, fp32
+                             alpha=-2)
     kth = relative.sort(-1).values[..., k - 1:k]
     kept = (relative <= kth + 8 * torch.finfo(torch.float32).eps * scale[..., None]).sum(-1)
     return {"tokens": gap.numel(),

@@ -380,18 +380,26 @@ def test_compile_model_compiles_the_path_the_segmentor_runs(tmp_path):
     assert set(model.state_dict()) == keys
 
 
+@pytest.mark.parametrize("size", ["64x", "x64", "64x96x3", "-64", "a"])
+def test_benchmark_sizes_are_checked_when_parsed(size, capsys):
+    with pytest.raises(SystemExit):
+        load_tool("tools/analysis/benchmark.py").parse_args(
+            ["config.py", "--sizes", size, "--csv", "f.csv"])
+    assert "a size is S or HxW" in capsys.readouterr().err
+
+
 def test_benchmark_size_sweep_writes_csv_and_plot(tmp_path):
     config = write_tiny_segmenter(tmp_path)
     out_csv, out_png = tmp_path / "sweep.csv", tmp_path / "sweep.png"
     summary = load_tool("tools/analysis/benchmark.py").main(
-        [config, "--mode", "tensor", "--sizes", "128", "160", "--batch-sizes", "1", "2",
+        [config, "--mode", "tensor", "--sizes", "128", "96x160", "--batch-sizes", "1", "2",
          "--repeat", "2", "--warmup", "0", "--threads", "1", "--no-memory",
          "--csv", str(out_csv), "--png", str(out_png),
          "--cfg-options", "model.backbone.cluster_grid=0.7"])
     with open(out_csv) as f:
         rows = list(csv.DictReader(f))
-    assert [(int(r["size"]), int(r["batch_size"])) for r in rows] == [
-        (128, 1), (128, 2), (160, 1), (160, 2)]
+    assert [(r["size"], int(r["batch_size"])) for r in rows] == [   # S, or HxW if not square
+        ("128", 1), ("128", 2), ("96x160", 1), ("96x160", 2)]
     assert rows == [{k: str(v) for k, v in r.items()} for r in summary["rows"]]
     for row in rows:
         assert float(row["latency_ratio"]) == pytest.approx(

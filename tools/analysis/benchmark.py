@@ -4,7 +4,7 @@
         [--allow-partial-load]] [--device cpu|cuda] [--fp16]
         [--batch-size 1] [--repeat 20] [--warmup 3] [--shape H W] [--mode predict|tensor]
         [--backend pytorch|onnxruntime] [--compile [--compile-mode MODE]] [--threads N]
-        [--sizes 512 640 ... [--batch-sizes 1 2 ...] --csv FILE [--png FILE]]
+        [--sizes 512 640 352x1216 ... [--batch-sizes 1 2 ...] --csv FILE [--png FILE]]
         [--cfg-options k=v ...] [--json FILE]
 
 Both models share one set of weights (the checkpoint's, or random ones: the cost of the
@@ -26,8 +26,8 @@ Backends:
   forward methods, in place; see ``compile_model``); the warm-up calls include the
   compilation.
 
-``--sizes`` sweeps square inputs (times ``--batch-sizes``) instead of one shape: one row
-per (size, batch) in ``--csv`` (with the machine and the date), and ``--png`` plots the latency ratio against the input
+``--sizes`` sweeps input sizes (``S`` for S x S, or ``HxW``; times ``--batch-sizes``)
+instead of one shape: one row per (size, batch) in ``--csv`` (with the machine and the date), and ``--png`` plots the latency ratio against the input
 size, one line per batch size. Keep the cluster grid a ratio of the token grid for a
 sweep (e.g. ``--cfg-options model.backbone.cluster_grid=0.7``), so that every size is
 reduced alike.
@@ -39,9 +39,11 @@ import contextlib
 import csv
 import datetime
 import json
+import math
 import os
 import os.path as osp
 import tempfile
+from typing import Tuple
 
 from expedite_mm.utils.config import CfgOptionsAction
 
@@ -75,8 +77,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, help="torch / ONNX Runtime CPU threads")
     parser.add_argument("--onnx-dir", help="keep the exported .onnx files here (default: a "
                                            "temporary directory)")
-    parser.add_argument("--sizes", type=int, nargs="+", metavar="S",
-                        help="sweep square inputs S x S (replaces --shape)")
+    parser.add_argument("--sizes", type=_size, nargs="+", metavar="S|HxW",
+                        help="sweep inputs S x S, or H x W (e.g. 352x1216) (replaces --shape)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", metavar="B",
                         help="batch sizes of the sweep (default: --batch-size)")
     parser.add_argument("--csv", help="sweep rows (written as they are measured)")
@@ -109,7 +111,7 @@ def parse_args(argv=None):
         if not args.csv:
             parser.error("--sizes needs --csv")
         args.batch_sizes = args.batch_sizes or [args.batch_size]
-        if min(args.sizes + args.batch_sizes) < 1:
+        if min([side for hw in args.sizes for side in hw] + args.batch_sizes) < 1:
             parser.error("--sizes and --batch-sizes must be >= 1")
     return args
 
@@ -229,11 +231,11 @@ def sweep(args, models: dict, onnx_dir) -> dict:
     with open(args.csv, "w", newline="") as f:
         writer = csv.DictWriter(f, CSV_COLUMNS)
         writer.writeheader()
-        for size in args.sizes:
+        for hw in args.sizes:
             for batch_size in args.batch_sizes:
-                summary = measure(args, models, (size, size), batch_size, onnx_dir)
+                summary = measure(args, models, hw, batch_size, onnx_dir)
                 _print_table(summary)
-                row = {"size": size, "batch_size": batch_size, "backend": summary["backend"],
+                row = {"size": size_label(hw), "batch_size": batch_size, "backend": summary["backend"],
                        "mode": args.mode,
                        "stock_median_ms": summary["stock"]["median_ms"],
                        "stock_iqr_ms": summary["stock"]["iqr_ms"],
@@ -253,6 +255,20 @@ def sweep(args, models: dict, onnx_dir) -> dict:
             "rows": rows}
 
 
+def _size(text: str) -> Tuple[int, int]:
+    """``'512'`` -> (512, 512); ``'352x1216'`` -> (352, 1216)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"a size is S or HxW (e.g. 512 or 352x1216), got {text!r}")
+    h, w = (int(parts[0]),) * 2 if len(parts) == 1 else map(int, parts)
+    return h, w
+
+
+def size_label(hw: Tuple[int, int]) -> str:
+    """The CSV's ``size``: ``'512'`` for a square input, ``'352x1216'`` otherwise."""
+    return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
+
+
 def plot_sweep(rows, path: str, title: str) -> None:
     """Latency ratio expedited / stock against the input size, one line per batch size."""
     import matplotlib
@@ -261,10 +277,10 @@ def plot_sweep(rows, path: str, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for batch_size in sorted({int(r["batch_size"]) for r in rows}):
-        points = sorted((int(r["size"]), float(r["latency_ratio"])) for r in rows
-                        if int(r["batch_size"]) == batch_size)
+        points = sorted((math.sqrt(math.prod(_size(str(r["size"])))), float(r["latency_ratio"]))
+                        for r in rows if int(r["batch_size"]) == batch_size)
         ax.plot(*zip(*points), marker="o", label=f"batch {batch_size}")
-    ax.set_xlabel("input size (pixels, square)")
+    ax.set_xlabel("input side (pixels; sqrt(H x W) where not square)")
     ax.set_ylabel("latency expedited / stock (median)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)

@@ -103,7 +103,7 @@ def latency_ratio(model: dict, root: str = ROOT) -> Optional[dict]:
         return None
     with open(osp.join(root, spec["CSV"]), newline="") as f:
         rows = [r for r in csv.DictReader(f)
-                if int(r["size"]) == spec["Size"] and int(r["batch_size"]) == spec["Batch"]]
+                if r["size"] == str(spec["Size"]) and int(r["batch_size"]) == spec["Batch"]]
     if len(rows) != 1:
         raise ValueError(f"{model['Name']}: {len(rows)} rows of {spec['CSV']} match {spec}")
     row = rows[0]

@@ -157,3 +157,30 @@ def test_htc_swinv2_config_through_test_tool(coco_root, tmp_path):
     checkpoint = save_official_checkpoint(tiny, tmp_path / "official.pth")
     metrics, predictions, _ = run_checked(tiny, checkpoint, tmp_path, "expedited")
     check_predictions(metrics, predictions)
+
+
+def test_tools_copy_weights_between_swinv2_models(tmp_path):
+    """mmpretrain's SwinTransformerV2 drops its derived position tables from every state
+    dict it loads (a load hook), so a strict ``load_state_dict`` of one SwinV2 model's
+    state dict into another fails. The tools that give the stock model the expedited one's
+    weights (benchmark.py, sweep.py, backbone_fidelity.py, the demo) and the autotuner's
+    weight sharing load through ``load_state_dict_checked``, which allows exactly those."""
+    import expedite_mm.models  # noqa: F401
+    from expedite_mm.utils.checkpoint import load_state_dict_checked
+    from expedite_mm.utils.config import (build_model, build_model_sharing, disable_expedite,
+                                          load_config)
+    from harness import load_tool
+    tiny = write_tiny_config(tmp_path, MASK_RCNN, str(tmp_path),
+                             "cluster_after=2, reconstruct_after=4")
+    cfg = load_config(tiny)
+    expedited, stock = build_model(cfg), build_model(disable_expedite(cfg))
+    with pytest.raises(RuntimeError, match="Missing key.*relative_coords_table"):
+        stock.load_state_dict(expedited.state_dict())
+    assert load_state_dict_checked(stock, expedited.state_dict())["missing"] == []
+    shared = build_model_sharing(disable_expedite(cfg), expedited)
+    assert shared.backbone.stages[2].blocks[0].attn.w_msa.qkv.weight.data_ptr() == \
+        expedited.backbone.stages[2].blocks[0].attn.w_msa.qkv.weight.data_ptr()
+    summary = load_tool("tools/analysis/benchmark.py").main(
+        [tiny, "--mode", "tensor", "--shape", "256", "192", "--repeat", "1", "--warmup", "0",
+         "--no-memory", "--threads", "1"])
+    assert summary["latency_ratio"] > 0

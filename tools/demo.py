@@ -103,6 +103,7 @@ def draw_clustering(out: str, grid=(28, 28), patch: int = 16, size: int = 640) -
 def compare_model(config: str, repeat: int) -> dict:
     """fvcore GFLOPs and CPU latency of the config, stock vs expedited, in one run."""
     from expedite_mm.utils.benchmark import benchmark
+    from expedite_mm.utils.checkpoint import load_state_dict_checked
     from expedite_mm.utils.config import (build_model, default_input_shape, disable_expedite,
                                           load_config, synthetic_batch)
     from expedite_mm.utils.flops import config_flops
@@ -112,7 +113,7 @@ def compare_model(config: str, repeat: int) -> dict:
     flops = config_flops(cfg, shape)
     expedited = build_model(cfg)
     stock = build_model(disable_expedite(cfg))
-    stock.load_state_dict(expedited.state_dict())
+    load_state_dict_checked(stock, expedited.state_dict())
     inputs, samples = synthetic_batch(expedited, shape)
 
     def run(model):

@@ -536,11 +536,12 @@ def describe_payload(obj: Any) -> str:
     return f"a {type(obj).__name__}"
 
 
-def _load_collecting(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]
-                     ) -> Tuple[List[str], List[str], List[str]]:
-    """``model.load_state_dict(state_dict, strict=False)`` (the model's own load hooks run,
-    e.g. position tables resized or re-initialised), returning what did not fit: missing
-    keys, unexpected keys, and torch's message per tensor it could not copy (shapes)."""
+def _load_collecting(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
+                     assign: bool = False) -> Tuple[List[str], List[str], List[str]]:
+    """``model.load_state_dict(state_dict, strict=False, assign=assign)`` (the model's own
+    load hooks run, e.g. position tables resized or re-initialised), returning what did not
+    fit: missing keys, unexpected keys, and torch's message per tensor it could not copy
+    (shapes)."""
     seen: Dict[str, List[str]] = {}
 
     def capture(module, incompatible) -> None:   # runs last, with the final lists
@@ -550,7 +551,7 @@ def _load_collecting(model: torch.nn.Module, state_dict: Mapping[str, torch.Tens
     handle = model.register_load_state_dict_post_hook(capture)
     errors: List[str] = []
     try:
-        model.load_state_dict(state_dict, strict=False)
+        model.load_state_dict(state_dict, strict=False, assign=assign)
     except RuntimeError as error:     # raised after every tensor that fits was copied
         if "missing" not in seen:
             raise
@@ -577,14 +578,15 @@ def _shorten(message: str) -> str:
 def load_state_dict_checked(model: torch.nn.Module, checkpoint: Any,
                             allow_partial: bool = False, source: Optional[str] = None,
                             revise_keys: Sequence[Tuple[str, str]] = ((r"^module\.", ""),),
-                            ) -> Dict[str, List[str]]:
+                            assign: bool = False) -> Dict[str, List[str]]:
     """Load a checkpoint's weights into ``model``; anything that does not fit is an error.
 
     Like mmengine's ``load_checkpoint`` (``state_dict`` key or the bare dict; DDP's
     ``module.`` prefix stripped; ``num_batches_tracked`` may be missing; keys the model's
     own load hooks drop from the file are not missing), but missing keys, unexpected keys
     and shape mismatches raise unless ``allow_partial`` (then they are logged, and the
-    mismatched tensors keep their initial values).
+    mismatched tensors keep their initial values). ``assign=True`` makes the model hold the
+    given tensors instead of copies (``torch.nn.Module.load_state_dict``'s ``assign``).
 
     Returns:
         ``{"missing": [...], "unexpected": [...], "mismatched": [...]}`` (empty lists if
@@ -599,7 +601,7 @@ def load_state_dict_checked(model: torch.nn.Module, checkpoint: Any,
     for pattern, replacement in revise_keys:
         revised = OrderedDict((re.sub(pattern, replacement, k), v) for k, v in revised.items())
     revised._metadata = getattr(state_dict, "_metadata", OrderedDict())  # module versions
-    missing, unexpected, mismatched = _load_collecting(model, revised)
+    missing, unexpected, mismatched = _load_collecting(model, revised, assign)
     report = {"missing": [k for k in missing
                           if not k.endswith("num_batches_tracked") and k not in revised],
               "unexpected": unexpected, "mismatched": mismatched}

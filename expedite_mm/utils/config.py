@@ -174,24 +174,27 @@ def build_model_sharing(cfg: Config, source: torch.nn.Module) -> torch.nn.Module
 
     While the modules are built, ``torch.empty`` (what parameters are allocated with)
     allocates on the ``meta`` device, so the default initialisations do nothing; then the
-    state dict of ``source`` is assigned (strict). Where a tensor is left on ``meta`` (a
-    buffer or attribute outside the state dict) or the modules cannot be built so, the
+    state dict of ``source`` is assigned (strictly: only keys the model's own load hooks
+    drop, e.g. SwinV2's derived position tables, may be missing). Where a tensor is left on
+    ``meta`` (a buffer or attribute outside the state dict) or the modules cannot be built
+    so, the
     model is built the ordinary way and gets ``source``'s tensors assigned. Buffers
     outside the state dict (non-persistent ones, e.g. a preprocessor's mean/std) are the
     new model's own. Only for inference: an in-place update of one model's weights
     changes the other's too. Returns the model on ``source``'s device, in eval mode.
     """
+    from .checkpoint import load_state_dict_checked
     device = next(source.parameters()).device
     try:
         with _EmptyOnMeta():
             model = _build_modules(cfg)
-        model.load_state_dict(source.state_dict(), assign=True)
+        load_state_dict_checked(model, source.state_dict(), assign=True)
         if _holds_meta(model):
             raise RuntimeError("tensors outside the state dict")
         model = model.to(device)
     except Exception:  # noqa: BLE001 - whatever the fast path trips on, build it plainly
         model = build_model(cfg, device=str(device))
-        model.load_state_dict(source.state_dict(), assign=True)
+        load_state_dict_checked(model, source.state_dict(), assign=True)
     return model.eval()
 
 

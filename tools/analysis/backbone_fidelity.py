@@ -70,7 +70,7 @@ def compare(ours: torch.Tensor, stock: torch.Tensor) -> Dict[str, float]:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     import expedite_mm.models  # noqa: F401  (registers the backbones)
-    from expedite_mm.utils.checkpoint import checkpoint_policy
+    from expedite_mm.utils.checkpoint import checkpoint_policy, load_state_dict_checked
     from expedite_mm.utils.config import (build_model, default_input_shape, disable_expedite,
                                           flatten_outputs, load_config)
 
@@ -80,7 +80,7 @@ def main(argv=None) -> dict:
         torch.manual_seed(0)
         ours = build_model(cfg, args.checkpoint, trust_checkpoint=args.trust_checkpoint)
     stock = build_model(disable_expedite(cfg))
-    stock.load_state_dict(ours.state_dict())
+    load_state_dict_checked(stock, ours.state_dict())
     per_output: List[List[Dict[str, float]]] = []
     for name, image in photos(args.images).items():
         bgr = np.ascontiguousarray(crop(image, shape)[..., ::-1])     # as LoadImageFromFile

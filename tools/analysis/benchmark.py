@@ -121,6 +121,7 @@ def main(argv=None) -> dict:
     import torch
 
     import expedite_mm.models  # noqa: F401  (registers the backbones)
+    from expedite_mm.utils.checkpoint import load_state_dict_checked
     from expedite_mm.utils.config import (build_model, default_input_shape, disable_expedite,
                                           load_config)
 
@@ -133,7 +134,7 @@ def main(argv=None) -> dict:
     expedited = build_model(cfg, args.checkpoint, args.device, args.trust_checkpoint,
                             args.allow_partial_load)
     stock = build_model(disable_expedite(cfg), device=args.device)
-    stock.load_state_dict(expedited.state_dict())
+    load_state_dict_checked(stock, expedited.state_dict())   # SwinV2 drops derived tables
     if args.compile:
         for model in (stock, expedited):
             compile_model(model, args.compile_mode)

@@ -296,6 +296,7 @@ class Measurer:
         return {"latency_ms": own * 1e3, "latency_ratio": own / stock}
 
     def measure(self, row: Dict[str, str]) -> Dict[str, Any]:
+        from expedite_mm.utils.checkpoint import load_state_dict_checked
         from expedite_mm.utils.config import build_model, default_input_shape
         from expedite_mm.ops.cluster import resolve_grid
         cfg = row_config(self.cfg, row)
@@ -303,7 +304,7 @@ class Measurer:
             model, shape = self.stock, self.shape
         else:
             model = build_model(cfg, device=self.args.device)
-            model.load_state_dict(self.stock.state_dict())
+            load_state_dict_checked(model, self.stock.state_dict())
             shape = tuple(default_input_shape(cfg)) if row["reducer"] == DOWNSAMPLE else self.shape
         result: Dict[str, Any] = dict(row)
         patch = _token_stride(model)

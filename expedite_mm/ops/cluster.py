@@ -552,8 +552,7 @@ class TokenReconstruction(nn.Module):
                 # "as near" up to the rounding of the distance products (8 ulps of the
                 # squared norms), so that identical centres tie whatever the summation
                 # order of the backend (ONNX Runtime's differs from ours)
-                scale = z.pow(2).sum(-1, keepdim=True) + s.pow(2).sum(-1).amax(-1)[:, None, None]
-                kth = dist[..., -1:] + 8 * torch.finfo(z.dtype).eps * scale
+                kth = dist[..., -1:] + tie_tolerance(z, s)
                 if (is_compiling() or is_exporting()
                         or torch.onnx.is_in_onnx_export()):
                     dist = relative.masked_fill(relative > kth, math.inf)
@@ -599,6 +598,23 @@ class TokenReconstruction(nn.Module):
         with torch.autocast(device_type=centers.device.type, enabled=False):
             out = weighted_gather(centers.to(compute_dtype(centers.dtype)), index, weight)
         return out.to(centers.dtype)
+
+
+def tie_tolerance(tokens: Tensor, centers: Tensor) -> Tensor:
+    """How far above a token's k-th centre distance another centre still ties with it.
+
+    8 ulps of the squared norms that the Gram-form distance ``||s||^2 - 2 z.s`` sums:
+    identical centres then tie whatever the summation order of the backend.
+
+    Args:
+        tokens: (B, N, C) centred tokens.
+        centers: (B, M, C) centres, centred by the same offset.
+
+    Returns:
+        (B, N, 1) tolerance in the tokens' dtype.
+    """
+    scale = tokens.pow(2).sum(-1, keepdim=True) + centers.pow(2).sum(-1).amax(-1)[:, None, None]
+    return 8 * torch.finfo(tokens.dtype).eps * scale
 
 
 def smallest(values: Tensor, k: int) -> Tuple[Tensor, Tensor]:

@@ -25,6 +25,7 @@ from typing import Dict, List
 
 import torch
 
+from expedite_mm.ops.cluster import tie_tolerance
 from expedite_mm.utils.config import CfgOptionsAction
 
 
@@ -50,12 +51,12 @@ def band_counts(tokens: torch.Tensor, centers: torch.Tensor, k: int) -> Dict[str
     gap = exact[..., k] - exact[..., k - 1]
     offset = tokens.mean(1, keepdim=True)
     z32, s32 = tokens - offset, centers - offset               # ours, fp32
-    scale = z32.pow(2).sum(-1) + s32.pow(2).sum(-1).amax(-1)[:, None]
-    band = 8 * torch.finfo(torch.float32).eps * scale.double()
+    tolerance = tie_tolerance(z32, s32)                         # (B, N, 1): the operator's band
+    band = tolerance.squeeze(-1).double()
     relative = torch.baddbmm(s32.pow(2).sum(-1).unsqueeze(1), z32, s32.transpose(1, 2),
                              alpha=-2)
     kth = relative.sort(-1).values[..., k - 1:k]
-    kept = (relative <= kth + 8 * torch.finfo(torch.float32).eps * scale[..., None]).sum(-1)
+    kept = (relative <= kth + tolerance).sum(-1)
     return {"tokens": gap.numel(),
             "band": int(((gap > 0) & (gap <= band)).sum()),
             "exact ties": int((gap == 0).sum()),

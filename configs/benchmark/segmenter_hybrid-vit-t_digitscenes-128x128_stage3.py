@@ -11,5 +11,5 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-2, by_epoch=False, begin=0, end=100),
     dict(type='PolyLR', eta_min=1e-6, power=1.0, by_epoch=False, begin=100, end=max_iters),
 ]
-train_cfg = dict(max_iters=max_iters, val_interval=500)
+train_cfg = dict(max_iters=max_iters)
 randomness = dict(seed=2)

@@ -3,7 +3,8 @@
 # underfits (train and val pixel accuracy within 2.5 points, loss still falling), so it is
 # trained 4000 steps more from stage 1's best checkpoint (the one it published): a short
 # warm-up back to 3e-4, then poly decay; another data order (seed 1). Everything else is
-# inherited. Its last checkpoint (val mIoU 53.16) is the shipped one (checkpoints.md).
+# inherited. Its last checkpoint (val mIoU 53.16) was the shipped one until stage 3
+# (..._stage3.py) trained it further (checkpoints.md).
 _base_ = './segmenter_hybrid-vit-t_digitscenes-128x128.py'
 
 load_from = 'work_dirs/digitscenes_t128/best_mIoU_iter_2000.pth'

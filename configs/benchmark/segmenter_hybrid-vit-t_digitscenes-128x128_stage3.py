@@ -4,7 +4,7 @@
 # cores, so that the poly decay ends inside one working session) from stage 2's last
 # checkpoint with the same warm restart (warm-up back to 3e-4, then poly decay); another
 # data order (seed 2). Everything else is inherited. Its last checkpoint (val mIoU 56.39)
-# is the shipped one (checkpoints.md).
+# was the shipped one until stage 4 (..._stage4.py) trained it further (checkpoints.md).
 #
 # Stage 2's published checkpoint (sha256 c696b1b4...) holds the same weights as
 # load_from below; without stage 2's work dir, take it from git history instead:

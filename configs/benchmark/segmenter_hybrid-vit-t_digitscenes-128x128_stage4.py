@@ -11,11 +11,6 @@
 # and pass --cfg-options load_from=stage3.pth.
 _base_ = './segmenter_hybrid-vit-t_digitscenes-128x128_stage3.py'
 
+# stage 3's length (3000 steps) and schedule are inherited as they are
 load_from = 'work_dirs/digitscenes_t128_stage3/best_mIoU_iter_3000.pth'
-max_iters = 3000
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-2, by_epoch=False, begin=0, end=100),
-    dict(type='PolyLR', eta_min=1e-6, power=1.0, by_epoch=False, begin=100, end=max_iters),
-]
-train_cfg = dict(max_iters=max_iters)
 randomness = dict(seed=3)

@@ -3,7 +3,8 @@
 # short of the 60 the benchmark asks for before retention is read. Trained 3000 steps more
 # from stage 3's last checkpoint with the same warm restart (warm-up back to 3e-4, then
 # poly decay) and another data order (seed 3); 60 min of both cores. Everything else is
-# inherited. Its last checkpoint (val mIoU 58.53) is the shipped one (checkpoints.md).
+# inherited. Its last checkpoint (val mIoU 58.53) was the shipped one until stage 5
+# (..._stage5.py) trained it further (checkpoints.md).
 #
 # Stage 3's published checkpoint (sha256 f39cef4b...) holds the same weights as
 # load_from below; without stage 3's work dir, take it from git history instead:

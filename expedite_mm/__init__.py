@@ -9,7 +9,7 @@ The backbones are registered into the registries of the installed OpenMMLab pack
 at once when mmseg, mmdet, mmpretrain or mmengine is already imported (as when a config's
 ``custom_imports=dict(imports=['expedite_mm'])`` is read), otherwise right after the first
 of mmseg / mmdet / mmpretrain has been imported. Checkpoints are loaded safely inside
-:func:`expedite_mm.utils.checkpoint.checkpoint_policy` (our tools do); importing changes
+:func:`expedite_mm.apis.checkpoint.checkpoint_policy` (our tools do); importing changes
 nothing in torch's loading.
 """
 from .ops import TokenClustering, TokenReconstruction

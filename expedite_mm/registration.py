@@ -1,7 +1,9 @@
 """When the expedited backbones are registered into the OpenMMLab registries.
 
-Registration (:func:`register_all_modules`) imports ``expedite_mm.models``, which subclasses
-the stock mmseg/mmdet/mmpretrain backbones and registers ours next to them. It must happen
+Registration (:func:`register_all_modules`) is the one list of what the project registers:
+every row of the family table (:mod:`expedite_mm.models.families`) whose packages are
+installed, and the modules of :data:`MODULES` (segmentor, DPT head, datasets, metric),
+which register themselves from their own rooms when imported. It must happen
 whatever the order of the user's imports, and ``import expedite_mm.ops`` must stay a
 pure-torch import. So :func:`activate` (run by ``import expedite_mm``):
 
@@ -30,54 +32,105 @@ import importlib.util
 import sys
 import threading
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 # the packages whose registries we register into; their import triggers registration
 TRIGGERS = ("mmseg", "mmdet", "mmpretrain")
 # mmengine's ``PKG::path`` config lookup: module name -> pip name
 PACKAGE = ("expedite_mm", "expedite-mm")
 
+class _State:
+    """What registration remembers: its result (``None`` until it ran), whether it is
+    running, whether a trigger package has been imported since the finder was installed,
+    and the finder (``None`` when none is installed)."""
+
+    registered: Optional[Dict[str, List[str]]] = None
+    registering = False
+    triggered = False
+    finder: Optional[importlib.abc.MetaPathFinder] = None
+
+
+_state = _State()
 _lock = threading.RLock()
-_registered: Optional[Dict[str, List[str]]] = None
-_registering = False
 
 
 def _loaded(name: str) -> bool:
     return sys.modules.get(name) is not None     # (None: an import of it is blocked)
 
 
+# What the project registers besides the backbone families (expedite_mm.models.families):
+# modules that register their classes from their own rooms when imported, per package.
+MODULES: Dict[str, Dict[str, Tuple[str, ...]]] = {
+    "mmseg": {
+        "expedite_mm.models.segmentor": ("ExpeditedEncoderDecoder",),
+        "expedite_mm.models.dpt.hybrid_vit": ("HybridViT",),
+        "expedite_mm.models.dpt.head": ("DPTDepthHead",),
+        "expedite_mm.datasets.kitti": ("KITTIDepthDataset", "KBCrop"),
+        "expedite_mm.evaluation.depth_metric": ("MonoDepthMetric",),
+        "expedite_mm.datasets.digit_scenes": ("DigitScenesDataset", "LoadCheckedAnnotations"),
+    },
+}
+
+
 def register_all_modules() -> Dict[str, List[str]]:
-    """Register the expedited backbones (and the few modules DPT needs) into the ``MODELS``
-    etc. registries of every installed OpenMMLab package (mmseg, mmdet, mmpretrain);
-    packages that are not installed are skipped. Idempotent.
+    """Register the expedited backbones (every row of the family table,
+    :data:`expedite_mm.models.families.FAMILIES`, whose packages are installed) and the
+    modules of :data:`MODULES` into the registries of every installed OpenMMLab package
+    (mmseg, mmdet, mmpretrain); packages that are not installed are skipped. Idempotent.
 
     Returns:
         ``{package: [registered names]}``.
     """
-    global _registered, _registering
     with _lock:
-        if _registered is None:
-            _registering = True
+        if _state.registered is None:
+            _state.registering = True
             try:
-                from .models import REGISTERED
-                _register_missing_parts()
+                registered = _register()
             finally:
-                _registering = False
-            _registered = REGISTERED
+                _state.registering = False
+            _state.registered = registered
             _uninstall()
             if _loaded("mmengine"):
                 register_config_package()
-        return _registered
+        return _state.registered
 
 
-# what needs mmpretrain besides mmpretrain's own registry: without it these names are
-# registered (into mmseg's and mmdet's MODELS) as placeholders whose construction raises
-# an error naming the pip extra, instead of mmengine's bare "not in the registry"
-NEEDS_MMPRETRAIN = ("ExpeditedSwinV2", "ExpeditedViTSAM", "SAMImageEncoder")
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def _register() -> Dict[str, List[str]]:
+    from .models.families import FAMILIES, load
+    registered: Dict[str, List[str]] = {}
+    if _installed("mmpretrain"):
+        # without torchvision, mmpretrain's registries need stand-ins first ([] with it)
+        from .models.mmpretrain_compat import prepare
+        registered["mmpretrain"] = list(prepare())
+    for package, modules in MODULES.items():
+        if _installed(package):
+            for module, names in modules.items():
+                importlib.import_module(module)     # registers ``names`` on import
+                registered.setdefault(package, []).extend(names)
+    for family in FAMILIES:
+        for package in family.registries:
+            if not family.installed(package):
+                continue
+            registry = importlib.import_module(f"{package}.registry").MODELS
+            registry.register_module(name=family.name, module=family.expedited_class(package),
+                                     force=True)     # (our own name: idempotent)
+            names = registered.setdefault(package, [])
+            names.append(family.name)
+            for path in family.also_registers:      # where the name is still free
+                cls = load(path)
+                if registry.get(cls.__name__) is None:
+                    registry.register_module(module=cls)
+                    names.append(cls.__name__)
+    _register_missing_parts()
+    return registered
 
 
 def _placeholder(name: str, package: str) -> type:
-    from .utils.compat import EXTRAS, missing_part
+    from .compat import EXTRAS, missing_part
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise missing_part(package, EXTRAS[package], f"{name} (expedite-mm)")
@@ -87,22 +140,28 @@ def _placeholder(name: str, package: str) -> type:
 
 
 def _register_missing_parts() -> None:
-    if importlib.util.find_spec("mmpretrain") is not None:
-        return
-    for package in ("mmseg", "mmdet"):
-        if importlib.util.find_spec(package) is None:
-            continue
-        registry = importlib.import_module(f"{package}.registry").MODELS
-        for name in NEEDS_MMPRETRAIN:
-            if name not in registry.module_dict:
-                registry.register_module(name=name, module=_placeholder(name, "mmpretrain"))
+    """Where a family's registry package is installed but a package its class needs is
+    not (mmpretrain, for SwinV2 and SAM in mmdet/mmseg), register a placeholder under its
+    name (and its own companions') whose construction raises an error naming the pip
+    extra, instead of mmengine's bare "not in the registry"."""
+    from .models.families import FAMILIES
+    for family in FAMILIES:
+        for package in family.registries:
+            missing = [p for p in family.needs(package) if not _installed(p)]
+            if not _installed(package) or not missing:
+                continue
+            registry = importlib.import_module(f"{package}.registry").MODELS
+            companions = [path.rpartition(":")[2] for path in family.also_registers]
+            for name in [family.name] + [n for n in companions if n != family.stock]:
+                if name not in registry.module_dict:
+                    registry.register_module(name=name, module=_placeholder(name, missing[0]))
 
 
 def register_config_package() -> None:
     """Let mmengine configs inherit ``'expedite_mm::<folder>/<config>.py'`` (the configs
     shipped in ``expedite_mm/.mim/configs``). Needs mmengine imported."""
-    from mmengine.config import utils as config_utils
-    config_utils.MODULE2PACKAGE.setdefault(*PACKAGE)
+    from .compat import add_config_package
+    add_config_package(*PACKAGE)
 
 
 def activate() -> None:
@@ -125,13 +184,16 @@ _depth = _Depth()
 
 
 class _RegisterAfterImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: for the top-level modules in :data:`TRIGGERS` (and mmengine) it
-    asks the finders after it, and wraps the loader they return so that the module runs as
-    usual and registration follows once no other trigger is still importing."""
+    """Finds nothing itself: for the top-level modules in :data:`TRIGGERS`, mmengine and
+    this package's own modules it asks the finders after it, and wraps the loader they
+    return so that the module runs as usual and registration follows once a trigger has
+    been imported and none of these modules is still importing (the outermost one is done:
+    a model module of ours that imports mmseg is complete before registration reads it)."""
 
     def find_spec(self, fullname: str, path: Optional[Sequence[str]] = None,
                   target: Optional[ModuleType] = None) -> Optional[importlib.machinery.ModuleSpec]:
-        if fullname not in TRIGGERS and fullname != "mmengine":
+        if fullname not in TRIGGERS and fullname != "mmengine" and \
+                not fullname.startswith(PACKAGE[0] + "."):
             return None
         for finder in list(sys.meta_path):
             if finder is self or not hasattr(finder, "find_spec"):
@@ -165,7 +227,10 @@ class _ThenRegister(importlib.abc.Loader):
                 module.__spec__.loader = self.loader
         if self.name == "mmengine":
             register_config_package()
-        elif _depth.value == 0 and not _registering and _lock.acquire(blocking=False):
+        if self.name in TRIGGERS:
+            _state.triggered = True
+        if _state.triggered and _depth.value == 0 and not _state.registering \
+                and _lock.acquire(blocking=False):
             # (not blocking: another thread registering may wait for this module's import
             # lock, which is held here; its registration covers this package)
             try:
@@ -177,29 +242,24 @@ class _ThenRegister(importlib.abc.Loader):
         return getattr(self.loader, name)
 
 
-_finder: Optional[_RegisterAfterImport] = None
-
-
 def _install() -> None:
-    global _finder
     with _lock:
-        if _finder is None and _registered is None:
-            _finder = _RegisterAfterImport()
-            sys.meta_path.insert(0, _finder)
+        if _state.finder is None and _state.registered is None:
+            _state.finder = _RegisterAfterImport()
+            sys.meta_path.insert(0, _state.finder)
 
 
 def _uninstall() -> None:
-    global _finder
     with _lock:
-        if _finder is not None:
-            if _finder in sys.meta_path:
-                sys.meta_path.remove(_finder)
-            _finder = None
+        if _state.finder is not None:
+            if _state.finder in sys.meta_path:
+                sys.meta_path.remove(_state.finder)
+            _state.finder = None
 
 
 def waiting() -> bool:
     """Whether registration waits for an OpenMMLab package to be imported."""
-    return _finder is not None and _finder in sys.meta_path
+    return _state.finder is not None and _state.finder in sys.meta_path
 
 
 __all__ = ["register_all_modules", "register_config_package", "activate", "waiting",

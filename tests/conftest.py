@@ -4,8 +4,9 @@ import sys
 import pytest
 import torch
 
-# tests/naive.py (the independent re-derivations) is imported as a plain module.
-sys.path.insert(0, os.path.dirname(__file__))
+# The shared helpers (tests/helpers/: the independent re-derivations naive*.py, the
+# end-to-end harness, the lane markers, the golden cases) are imported as plain modules.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "helpers"))
 
 
 @pytest.fixture(autouse=True)

@@ -9,35 +9,15 @@ converted SAM weights that the config names in ``load_from``, SAM_CHECKPOINT the
 SAM checkpoint (``sam_vit_h_4b8939.pth`` etc.) for the prompt encoder and mask decoder.
 Needs Meta's ``segment_anything`` package (``pip install segment-anything``; not a
 dependency of expedite-mm). Its ``SamPredictor`` resizes and normalises the image as SAM
-does; only the image encoder is ours (:func:`with_encoder`), so the masks show what
-expediting the encoder changes. Prints the masks' predicted IoUs and writes the best one.
+does; only the image encoder is ours (:func:`expedite_mm.apis.sam.with_encoder`), so the
+masks show what expediting the encoder changes. Prints the masks' predicted IoUs and
+writes the best one.
 """
 from __future__ import annotations
 
 import argparse
 
 import torch
-from torch import nn
-
-
-class EncoderAdapter(nn.Module):
-    """Our ``SAMImageEncoder``'s encoder where ``segment_anything`` expects its own:
-    ``img_size`` and ``forward(x) -> (B, 256, 64, 64)`` on SAM-preprocessed images."""
-
-    def __init__(self, model: nn.Module, img_size: int = 1024) -> None:
-        super().__init__()
-        self.encoder = model.backbone
-        self.img_size = img_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)[-1]
-
-
-def with_encoder(sam: nn.Module, model: nn.Module) -> nn.Module:
-    """``sam`` (a ``segment_anything`` ``Sam``) with its image encoder replaced by
-    ``model``'s (a ``SAMImageEncoder``), at the same input size."""
-    sam.image_encoder = EncoderAdapter(model, sam.image_encoder.img_size).to(sam.device)
-    return sam
 
 
 def parse_args(argv=None):
@@ -72,8 +52,11 @@ def main(argv=None):
     import cv2
     import numpy as np
 
-    import expedite_mm.models  # noqa: F401  (registers the encoder)
-    from expedite_mm.utils.config import build_model, load_config
+    import expedite_mm
+
+    expedite_mm.register_all_modules()  # registers the encoder
+    from expedite_mm.apis.config import build_model, load_config
+    from expedite_mm.apis.sam import with_encoder
 
     model = build_model(load_config(args.config), args.encoder_checkpoint, args.device,
                         args.trust_checkpoint)

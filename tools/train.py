@@ -9,45 +9,14 @@ the work dir (default ``./work_dirs/<config name>``). ``--resume`` continues fro
 checkpoint of the work dir (or the one given). A progress bar over the iterations (tqdm,
 on stderr) shows the rate and the time left; ``--no-progress`` leaves only mmengine's log.
 Used to train the project's accuracy benchmark (``configs/benchmark/``, checkpoints.md).
+The runner is :mod:`expedite_mm.apis.runner`'s.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import os.path as osp
 
-from mmengine.config import Config
-from mmengine.hooks import Hook
-from mmengine.runner import Runner
-
-from expedite_mm.utils.config import CfgOptionsAction
-
-
-class ProgressBarHook(Hook):
-    """A tqdm bar over the training iterations (rank 0), with the last loss."""
-
-    priority = "VERY_LOW"
-
-    def before_train(self, runner) -> None:
-        from mmengine.dist import is_main_process
-        from tqdm import tqdm
-        self.bar = None
-        if is_main_process():
-            self.bar = tqdm(total=runner.max_iters, initial=runner.iter, unit="it",
-                            desc="train", mininterval=5.0, dynamic_ncols=True)
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        if self.bar is None:
-            return
-        self.bar.update(runner.iter + 1 - self.bar.n)
-        loss = (outputs or {}).get("loss")
-        if loss is not None:
-            self.bar.set_postfix(loss=f"{float(getattr(loss, 'detach', lambda: loss)()):.3f}",
-                                 refresh=False)
-
-    def after_train(self, runner) -> None:
-        if self.bar is not None:
-            self.bar.close()
+from expedite_mm.apis.config import CfgOptionsAction
 
 
 def parse_args(argv=None):
@@ -73,40 +42,16 @@ def parse_args(argv=None):
     return args
 
 
-def build_runner(args) -> Runner:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get("work_dir") is None:
-        cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
-    if args.amp:
-        cfg.optim_wrapper.type = "AmpOptimWrapper"
-        cfg.optim_wrapper.setdefault("loss_scale", "dynamic")
-    if args.resume == "auto":
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        cfg.resume, cfg.load_from = True, args.resume
-    runner = Runner.from_cfg(cfg)
-    if not args.no_progress:
-        runner.register_hook(ProgressBarHook())
-    return runner
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads is not None:
         import torch
         torch.set_num_threads(args.threads)
-    import expedite_mm.models  # noqa: F401  (registers the backbones and datasets)
-    from expedite_mm.utils.checkpoint import checkpoint_policy
+    from expedite_mm.apis.runner import run_training
 
-    runner = build_runner(args)
-    # resuming loads our own checkpoints: through the same safe loader as tools/test.py
-    with checkpoint_policy(trust=False, source=args.resume or runner.work_dir):
-        runner.train()
+    run_training(args.config, work_dir=args.work_dir, cfg_options=args.cfg_options,
+                 resume=args.resume, amp=args.amp, launcher=args.launcher,
+                 progress=not args.no_progress)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
 # The release's alpha is the 0-based index of the block it clusters after (its
 # clustering_location), i.e. it clusters after 5 layers; cluster_after counts layers
 # (docs/method.md §4). Counted this way our fvcore GFLOPs ratio matches the released one
-# within 0.01 (tests/test_dpt_flops.py); with cluster_after = alpha it is ~0.03 lower.
+# within 0.01 (tests/analysis/test_dpt_flops.py); with cluster_after = alpha it is ~0.03 lower.
 _base_ = './dpt_hybrid-r50-vitb16_kitti-352x1216.py'
 model = dict(
     backbone=dict(

@@ -7,7 +7,7 @@
 # The release's alpha is the 0-based index of the block it clusters after (its
 # clustering_location), i.e. it clusters after 7 layers; cluster_after counts layers
 # (docs/method.md §4). Counted this way our fvcore GFLOPs ratio matches the released one
-# within 0.01 (tests/test_dpt_flops.py); with cluster_after = alpha it is ~0.03 lower.
+# within 0.01 (tests/analysis/test_dpt_flops.py); with cluster_after = alpha it is ~0.03 lower.
 # The release clusters the 22 x 76 KITTI tokens into a 28 x 28 grid: more rows of centres
 # than rows of tokens, which our clustering does not allow (docs/method.md §4: it would run
 # the stock forward). 14 x 56 keeps the release's 784 centres, and so its cost, laid out

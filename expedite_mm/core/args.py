@@ -35,7 +35,7 @@ from ..ops.cluster import (DEFAULT_ITERS, DEFAULT_K, DEFAULT_TEMPERATURE, DEFAUL
                            validate_grid, validate_int, validate_temperature, validate_window)
 from ..ops.layerwise import build_layerwise_reducer
 from ..ops.reducers import GRID_REDUCERS, REDUCERS, build_reduction
-from ..ops.window import DEFAULT_WINDOW_K
+from ..ops.window import DEFAULT_WINDOW_K, validate_clustered_window_size
 
 DEFAULT_GRID = 0.7  # 28x28 clusters for 40x40 tokens, the paper's main setting
 # Expedit-SWAG's clustering temperature for ImageNet (its factor cluster_temperture=1)
@@ -166,6 +166,14 @@ class WindowArgs(Part):
     clustered_window_size: Optional[int] = checked(
         None, lambda value, name: optional_int(value, name, minimum=1))
     cluster_padding: bool = checked(True, boolean)
+
+    def resolve_k(self, window_size: int) -> int:
+        """k for windows of ``window_size`` (K): as given, checked against K, or by default
+        the ViT default ratio per window side, ``round(0.7 K)`` (at least 1)."""
+        k = self.clustered_window_size
+        if k is None:
+            k = max(1, round(DEFAULT_GRID * window_size))
+        return validate_clustered_window_size(k, window_size)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, List, Optional, Sequence, Tuple, Type
 from torch import Tensor, nn
 
 from ..ops.cluster import GridSpec
-from ..utils.compat import FULLGRAPH_COMPILE
+from ..compat import FULLGRAPH_COMPILE
 from ..ops.reducers import REDUCERS
 from .args import DENSE_VIT, ArgsFamily, ExpediteArgs
 from .hourglass import TokenAdapter, run_hourglass, warn_fallback
@@ -57,6 +57,13 @@ class ExpediteMixin:
             return
         (self.reducer_type, self.clustering, self.reconstructor_type,
          self.reconstruction) = operators
+
+    def _check_class_token(self, has_class_token: bool) -> None:
+        """EViT ranks tokens by the class token's attention: refuse it without one."""
+        if "cls_attention" in getattr(self.clustering, "needs", ()) and not has_class_token:
+            raise ValueError("reducer=dict(type='EViT') scores tokens by the class token's "
+                             "attention, but with_cls_token=False; set reducer.score='norm' "
+                             "(token-norm proxy) or use another reducer")
 
     @property
     def expedited(self) -> bool:

@@ -1,13 +1,15 @@
-"""DPT (Ranftl et al., ICCV 2021) in mmseg, as the Expedit-DPT release runs it: the
-R50+ViT-B/16 hybrid backbone (:mod:`~expedite_mm.dpt.hybrid_vit`, stock and expedited,
-on :mod:`~expedite_mm.dpt.bit_resnet`), the reassemble/fusion depth head
-(:mod:`~expedite_mm.dpt.head`), the KITTI dataset with its Garg/Kitti-benchmark crop
-(:mod:`~expedite_mm.dpt.kitti`) and DPT's evaluation protocol
-(:mod:`~expedite_mm.dpt.metric`). Importing it registers them in mmseg's registries."""
-from .head import DPTDepthHead
-from .hybrid_vit import ExpeditedHybridViT, HybridViT
-from .kitti import KB_CROP_SIZE, KBCrop, KITTIDepthDataset
-from .metric import MonoDepthMetric
+"""Moved: DPT's backbone and head to :mod:`expedite_mm.models.dpt`, its KITTI dataset to
+:mod:`expedite_mm.datasets.kitti`, its metric to :mod:`expedite_mm.evaluation.depth_metric`
+(this path warns, and is removed in expedite-mm 0.3)."""
+import warnings
+
+warnings.warn("expedite_mm.dpt moved to expedite_mm.models.dpt (backbone, head), "
+              "expedite_mm.datasets.kitti and expedite_mm.evaluation.depth_metric; the old "
+              "path is removed in expedite-mm 0.3", DeprecationWarning, stacklevel=2)
+
+from ..datasets.kitti import KB_CROP_SIZE, KBCrop, KITTIDepthDataset  # noqa: E402
+from ..evaluation.depth_metric import MonoDepthMetric  # noqa: E402
+from ..models.dpt import DPTDepthHead, ExpeditedHybridViT, HybridViT  # noqa: E402
 
 __all__ = ["HybridViT", "ExpeditedHybridViT", "DPTDepthHead", "KITTIDepthDataset", "KBCrop",
            "KB_CROP_SIZE", "MonoDepthMetric"]

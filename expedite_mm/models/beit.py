@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmseg.models.backbones import BEiT, MAE
-from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from ..ops.reducers import GRID_REDUCERS
@@ -123,7 +122,6 @@ class MAETokens(BEiTTokens):
         return x + self.model.pos_embed, hw
 
 
-@MODELS.register_module()
 class ExpeditedBEiT(SegmentationViTMixin, BEiT):
     """mmseg's ``BEiT`` that runs layers ``cluster_after+1 .. reconstruct_after`` on cluster
     centres (``docs/method.md`` §4.5). Takes every ``BEiT`` argument, with the same
@@ -139,7 +137,6 @@ class ExpeditedBEiT(SegmentationViTMixin, BEiT):
         self._setup_segmentation()
 
 
-@MODELS.register_module()
 class ExpeditedMAE(SegmentationViTMixin, MAE):
     """mmseg's ``MAE`` backbone with token clustering/reconstruction: as
     :class:`ExpeditedBEiT`, with MAE's absolute position embedding."""

@@ -1,6 +1,6 @@
-"""``ExpeditedSwin``: mmseg's and mmdet's ``SwinTransformer`` + window clustering in one
-stage (``docs/method.md`` §4.2), and what the Swin-style backbones share (SwinV2:
-``swinv2.py``).
+"""What the Swin-style backbones share: window clustering in one stage
+(``docs/method.md`` §4.2). ``ExpeditedSwin`` is mmseg's (``swin_mmseg.py``) and mmdet's
+(``swin_mmdet.py``) ``SwinTransformer`` with it; SwinV2: ``swinv2.py``.
 
 Set up once, at ``__init__`` (ToMe-style): the expedited stage becomes, by its own
 classmethod :meth:`ExpeditedStageMixin.expedite`, an instance of a subclass of its stock
@@ -16,19 +16,18 @@ bias for SwinV2: microseconds, so nothing is cached and new weights take effect 
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from typing import Callable, ClassVar, List, Optional, Tuple
+from typing import Callable, ClassVar, Optional, Tuple
 
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..core import WINDOWED_STAGE, ExpediteMixin, WindowTokens, run_hourglass
-from ..core.args import DEFAULT_GRID
 from ..core.hourglass import warn_fallback
 from ..ops.reducers import GRID_REDUCERS
-from ..ops.window import clustered_window_hw, validate_clustered_window_size
-from .window_attention import relative_position_index, resize_bias_table, shifted_window_attention
+from ..ops.window import clustered_window_hw
+from .window_attention import (attend_windows, relative_position_index, resize_bias_table,
+                               shifted_window_attention)
 
 # (block, x (B, H*W, C), hw, window, shift, mask_shift) -> (B, H*W, C)
 ClusteredBlock = Callable[[nn.Module, Tensor, Tuple[int, int], int, int, int], Tensor]
@@ -95,6 +94,11 @@ class ExpeditedStageMixin:
         if type(stage) is not stock:
             raise TypeError(f"{cls.__name__} expedites stages of class {stock.__name__}, got "
                             f"{type(stage).__name__}")
+        # Why a class change and not a constructor: the stock backbone's __init__ builds its
+        # stages by the stock class's module-global name, so an expedited stage can only be
+        # made after it -- rebuilding it would build the weights twice, and replacing the
+        # backbone's stage loop would copy three packages' forwards. The subclass adds no
+        # parameter or buffer: the state-dict keys, and pickling, are the stock stage's.
         stage.__class__ = cls
         stage.plan = plan
         return stage
@@ -134,11 +138,7 @@ def attend_v1(w_msa: nn.Module, windows: Tensor, bias: Tensor, mask: Optional[Te
     heads = w_msa.num_heads
     q, k, v = w_msa.qkv(windows).reshape(B_, n, 3, heads, C // heads).permute(2, 0, 3, 1, 4).unbind(0)
     attn = (q * w_msa.scale) @ k.transpose(-2, -1) + bias.unsqueeze(0)
-    if mask is not None:
-        nW = mask.shape[0]
-        attn = (attn.view(B_ // nW, nW, heads, n, n) + mask[None, :, None]).view(B_, heads, n, n)
-    attn = w_msa.attn_drop(w_msa.softmax(attn))
-    return w_msa.proj_drop(w_msa.proj((attn @ v).transpose(1, 2).reshape(B_, n, C)))
+    return attend_windows(w_msa, attn, v, mask)
 
 
 def swin_block_clustered(block: nn.Module, x: Tensor, hw: Tuple[int, int], window_size: int,
@@ -166,6 +166,11 @@ class WindowExpediteMixin(ExpediteMixin):
     :data:`~expedite_mm.core.args.WINDOWED_STAGE`. Subclasses name
     ``expedited_stage_class``: a subclass of the stock stage class (with
     :class:`ExpeditedStageMixin` first) that the expedited stage becomes at build time.
+
+    The clustered blocks run with window k and shift k // 2 (for the blocks that shift);
+    Swin's relative-position-bias tables are bilinearly resized from (2K-1)^2 to (2k-1)^2
+    rows on every call (never written into the parameters), SwinV2's continuous bias is
+    computed for window k.
     """
 
     expedite_family = WINDOWED_STAGE
@@ -180,10 +185,7 @@ class WindowExpediteMixin(ExpediteMixin):
                              f"of the stage to expedite), got {stages.stage}")
         stage = self.stages[stages.stage]
         window_size = stage.blocks[0].attn.window_size
-        k = windows.clustered_window_size
-        if k is None:   # the ViT default ratio per window side: 12 -> 8 (the paper's Swin)
-            k = max(1, round(DEFAULT_GRID * window_size))
-        k = validate_clustered_window_size(k, window_size)
+        k = windows.resolve_k(window_size)      # default 12 -> 8 (the paper's Swin)
         self.expedited_stage, self.window_size, self.clustered_window_size = stages.stage, window_size, k
         self._setup_expedite(depths[stages.stage], (k, k),
                              what=f"blocks of stage {stages.stage}", allowed_reducers=GRID_REDUCERS)
@@ -209,43 +211,6 @@ class SwinStageMixin(ExpeditedStageMixin):
         return out, hw_shape, out, hw_shape
 
 
-SWIN_DOC = """Window token clustering for {package}'s ``SwinTransformer``.
-
-    Takes every stock argument, with the same state-dict keys, plus the expedite arguments
-    of :data:`~expedite_mm.core.args.WINDOWED_STAGE` (``stage``, ``cluster_after``,
-    ``reconstruct_after``, ``clustered_window_size``, ``cluster_padding``,
-    ``attention_mask_shift``, and the operator settings).
-
-    The clustered blocks run with window k and shift k // 2 (for the blocks that shift),
-    their relative-position-bias tables bilinearly resized from (2K-1)^2 to (2k-1)^2 rows
-    on every call (never written into the parameters).
-    """
-
-
-def _swin_classes(package: str) -> Tuple[type, type]:
-    """``(ExpeditedSwin, its stage class)`` on ``package``'s (mmseg's or mmdet's) Swin."""
-    stock = importlib.import_module(f"{package}.models.backbones.swin")
-    suffix = {"mmseg": "Seg", "mmdet": "Det"}[package]
-    stage = type(f"ExpeditedSwinBlockSequence{suffix}", (SwinStageMixin, stock.SwinBlockSequence),
-                 {"__module__": __name__, "__doc__": "The expedited stage (its class becomes "
-                                                     "this one at build time)."})
-    backbone = type(f"ExpeditedSwin{suffix}", (WindowExpediteMixin, stock.SwinTransformer),
-                    {"__module__": __name__, "__doc__": SWIN_DOC.format(package=package),
-                     "expedited_stage_class": stage})
-    globals().update({stage.__name__: stage, backbone.__name__: backbone})  # picklable
-    return backbone, stage
-
-
-def register_in(package: str) -> List[str]:
-    """Register ``ExpeditedSwin`` (the class on ``package``'s own ``SwinTransformer``) in
-    ``package``'s ``MODELS`` (mmseg or mmdet). Returns the names registered."""
-    name = "ExpeditedSwin"
-    registry = importlib.import_module(f"{package}.registry").MODELS
-    if name not in registry.module_dict:
-        registry.register_module(name=name, module=_swin_classes(package)[0])
-    return [name]
-
-
 __all__ = ["StagePlan", "SwinStageTokens", "WindowExpediteMixin", "ExpeditedStageMixin",
            "SwinStageMixin", "swin_block_clustered", "attend_v1", "window_bias_v1",
-           "checkpointed", "register_in"]
+           "checkpointed"]

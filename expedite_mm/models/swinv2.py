@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..compat.mmpretrain import import_stock, register_stock_in
+from .mmpretrain_compat import import_stock
 from .swin import ExpeditedStageMixin, WindowExpediteMixin, checkpointed
-from .window_attention import crop_coords_table, relative_position_index, shifted_window_attention
+from .window_attention import (attend_windows, crop_coords_table, relative_position_index,
+                               shifted_window_attention)
 
 STOCK_MODULE = "mmpretrain.models.backbones.swin_transformer_v2"
 _stock = import_stock(STOCK_MODULE)   # tolerates a missing torchvision only
@@ -48,11 +49,7 @@ def attend_v2(w_msa: nn.Module, windows: Tensor, bias: Tensor, mask: Optional[Te
     q, k, v = qkv.reshape(B_, n, 3, heads, C // heads).permute(2, 0, 3, 1, 4).unbind(0)
     attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
     attn = attn * torch.clamp(w_msa.logit_scale, max=math.log(1.0 / 0.01)).exp() + bias.unsqueeze(0)
-    if mask is not None:
-        nW = mask.shape[0]
-        attn = (attn.view(B_ // nW, nW, heads, n, n) + mask[None, :, None]).view(B_, heads, n, n)
-    attn = w_msa.attn_drop(w_msa.softmax(attn))
-    return w_msa.proj_drop(w_msa.proj((attn @ v).transpose(1, 2).reshape(B_, n, C)))
+    return attend_windows(w_msa, attn, v, mask)
 
 
 def swinv2_block_clustered(block: nn.Module, x: Tensor, hw: Tuple[int, int], window_size: int,
@@ -121,16 +118,4 @@ class ExpeditedSwinV2(WindowExpediteMixin, SwinTransformerV2):
     expedited_stage_class = ExpeditedSwinBlockV2Sequence
 
 
-def register_in(package: str) -> list:
-    """Register :class:`ExpeditedSwinV2`, and mmpretrain's stock ``SwinTransformerV2``
-    where that name is free, in ``package``'s ``MODELS`` (e.g. mmdet, mmseg).
-
-    The stock class is registered so that stock configs build without mmengine's scoped
-    ``'mmpretrain.SwinTransformerV2'``: that lookup imports all of ``mmpretrain.models``,
-    which needs torchvision (see :mod:`expedite_mm.compat.mmpretrain`). Returns the
-    names registered.
-    """
-    return register_stock_in(package, [ExpeditedSwinV2], [SwinTransformerV2])
-
-
-__all__ = ["ExpeditedSwinV2", "SwinTransformerV2", "register_in"]
+__all__ = ["ExpeditedSwinV2", "SwinTransformerV2"]

@@ -7,7 +7,6 @@ from typing import ClassVar, Optional, Tuple
 
 import torch
 from mmseg.models.backbones import VisionTransformer
-from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..core import ExpediteMixin, GridTokens
@@ -71,11 +70,7 @@ class SegmentationViTMixin(ExpediteMixin):
     def _setup_segmentation(self) -> None:
         self._setup_expedite(len(self.layers), self.expedite_args.grid.cluster_grid,
                              allowed_reducers=self.allowed_reducers)
-        if "cls_attention" in getattr(self.clustering, "needs", ()) and \
-                not self.adapter(self).extra_tokens:
-            raise ValueError("reducer=dict(type='EViT') scores tokens by the class token's "
-                             "attention, but with_cls_token=False; set reducer.score='norm' "
-                             "(token-norm proxy) or use another reducer")
+        self._check_class_token(bool(self.adapter(self).extra_tokens))
         if self.reconstructs_logits:
             self._check_logits_placement()
 
@@ -145,7 +140,6 @@ class SegmentationViTMixin(ExpediteMixin):
         return tokens.transpose(1, 2).reshape(B, K, *state.hw).contiguous()
 
 
-@MODELS.register_module()
 class ExpeditedViT(SegmentationViTMixin, VisionTransformer):
     """mmseg's ``VisionTransformer`` that runs layers ``cluster_after+1 .. reconstruct_after``
     on cluster centres instead of all patch tokens (``docs/method.md`` §4.1).

@@ -7,13 +7,13 @@ ToMe as Expedit-SWAG ran them (tokens reduced inside several layers). ``docs/met
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..compat.mmpretrain import import_stock
+from .mmpretrain_compat import import_stock
 from ..core import CLASSIFICATION_VIT, ExpediteMixin, GridTokens
 from ..ops.layerwise import LayerwiseTokenDropping
 from ..ops.reducers import attention_guide
@@ -156,10 +156,7 @@ class ExpeditedVisionTransformer(ExpediteMixin, VisionTransformer):
             raise ValueError(f"out_type={self.out_type!r} needs every patch token, which "
                              f"{what} does not keep; use out_type='cls_token' or cluster "
                              f"with reconstruct=True")
-        if "cls_attention" in getattr(self.clustering, "needs", ()) and not self.with_cls_token:
-            raise ValueError("reducer=dict(type='EViT') scores tokens by the class token's "
-                             "attention, but with_cls_token=False; set reducer.score='norm' "
-                             "(token-norm proxy) or use another reducer")
+        self._check_class_token(self.with_cls_token)
 
     @property
     def expedited(self) -> bool:
@@ -170,13 +167,5 @@ class ExpeditedVisionTransformer(ExpediteMixin, VisionTransformer):
         return super().forward(inputs) if result is None else tuple(result[0])
 
 
-def register() -> List[str]:
-    """Register :class:`ExpeditedVisionTransformer` in mmpretrain's ``MODELS``; returns the
-    names registered."""
-    from mmpretrain.registry import MODELS
-    MODELS.register_module(module=ExpeditedVisionTransformer, force=True)
-    return ["ExpeditedVisionTransformer"]
-
-
 __all__ = ["ExpeditedVisionTransformer", "ClassificationTokens", "LayerwiseTokens",
-           "layer_attention", "register"]
+           "layer_attention"]

@@ -19,7 +19,7 @@ map's size -- what Expedit-SAM's ``hourglass_image_encoder.py`` computes.
 
 The model wrapper :class:`SAMImageEncoder` (preprocessing + encoder -> image embeddings)
 lets the encoder run through our FLOPs/latency tools: mmpretrain's own ``ImageClassifier``
-cannot be built here without torchvision (see :mod:`~expedite_mm.compat.mmpretrain`).
+cannot be built here without torchvision (see :mod:`~expedite_mm.models.mmpretrain_compat`).
 """
 from __future__ import annotations
 
@@ -30,12 +30,10 @@ from mmengine.registry import MODELS
 from mmengine.structures import BaseDataElement
 from torch import Tensor, nn
 
-from ..compat.mmpretrain import import_stock, register_stock_in
 from ..core import WINDOWED_VIT, ExpediteMixin, WindowTokens
-from ..core.args import DEFAULT_GRID
 from ..ops.reducers import GRID_REDUCERS
-from ..ops.window import (WindowClusterState, clustered_window_hw,
-                          validate_clustered_window_size)
+from ..ops.window import WindowClusterState, clustered_window_hw
+from .mmpretrain_compat import import_stock
 
 STOCK_MODULE = "mmpretrain.models.backbones.vit_sam"
 _stock = import_stock(STOCK_MODULE)   # tolerates a missing torchvision only
@@ -131,9 +129,7 @@ class ExpeditedViTSAM(ExpediteMixin, ViTSAM):
                              f"windowed layers need one window_size > 0, got {sizes or 0}")
         k = windows.clustered_window_size
         if window_size is not None:
-            if k is None:   # the ViT default ratio per window side: 14 -> 10
-                k = max(1, round(DEFAULT_GRID * window_size))
-            k = validate_clustered_window_size(k, window_size)
+            k = windows.resolve_k(window_size)  # default 14 -> 10
         self.window_size, self.clustered_window_size = window_size, k
         self.cluster_padding = windows.cluster_padding
         self._setup_expedite(len(self.layers), (k or 1, k or 1), what="layers",
@@ -194,12 +190,4 @@ class SAMImageEncoder(BaseModel):
         return samples
 
 
-def register_in(package: str) -> List[str]:
-    """Register :class:`ExpeditedViTSAM` and :class:`SAMImageEncoder`, and mmpretrain's
-    stock ``ViTSAM`` where that name is free, in ``package``'s ``MODELS``. Returns the
-    names registered."""
-    return register_stock_in(package, [ExpeditedViTSAM, SAMImageEncoder], [ViTSAM])
-
-
-__all__ = ["ExpeditedViTSAM", "SAMImageEncoder", "SAMTokens", "ViTSAM", "sam_layer",
-           "register_in"]
+__all__ = ["ExpeditedViTSAM", "SAMImageEncoder", "SAMTokens", "ViTSAM", "sam_layer"]

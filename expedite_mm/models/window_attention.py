@@ -13,7 +13,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..ops.window import pad_to_windows, validate_clustered_window_size, window_merge, window_partition
 
@@ -79,6 +79,19 @@ def shifted_window_attention(x: Tensor, hw: Tuple[int, int], window_size: int,
 
 
 # --------------------------------------------------------------------------- position bias
+def attend_windows(w_msa: nn.Module, attn: Tensor, v: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """The end of a Swin-style window attention, once for Swin and SwinV2: the shift mask
+    ``(nW, n, n)`` added to the scores ``attn`` ``(B*nW, heads, n, n)`` of every window,
+    softmax, attention dropout, the values ``v``, the output projection and its dropout
+    (``w_msa``'s own modules)."""
+    B_, heads, n, _ = attn.shape
+    if mask is not None:
+        nW = mask.shape[0]
+        attn = (attn.view(B_ // nW, nW, heads, n, n) + mask[None, :, None]).view(B_, heads, n, n)
+    attn = w_msa.attn_drop(w_msa.softmax(attn))
+    return w_msa.proj_drop(w_msa.proj((attn @ v).transpose(1, 2).reshape(B_, n, -1)))
+
+
 def relative_position_index(window_size: int, device=None) -> Tensor:
     """Swin's (K*K, K*K) index into a ((2K-1)**2, heads) relative-position-bias table.
 
@@ -132,5 +145,6 @@ def crop_coords_table(table: Tensor, window_size: int) -> Tensor:
     return table[:, lo:hi, lo:hi]
 
 
-__all__ = ["shift_attention_mask", "shifted_window_attention", "relative_position_index",
+__all__ = ["shift_attention_mask", "shifted_window_attention", "attend_windows",
+           "relative_position_index",
            "resize_bias_table", "crop_coords_table"]

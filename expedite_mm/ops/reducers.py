@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..utils.compat import CPU_HALF_BMM
+from ..compat import CPU_HALF_BMM
 from .cluster import (DEFAULT_WINDOW, ClusterState, GridSpec, TokenClustering,
                       TokenReconstruction, compute_dtype, resolve_grid, validate_choice,
                       validate_grid, validate_window)

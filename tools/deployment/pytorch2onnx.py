@@ -2,7 +2,7 @@
 
     python tools/deployment/pytorch2onnx.py CONFIG [--checkpoint F [--trust-checkpoint]]
         --shape H W --out F.onnx [--batch-size 1] [--dynamic] [--verify [--tolerance 1e-3]]
-        [--exporter dynamo|torchscript] [--threads N] [--cfg-options k=v ...]
+        [--exporter dynamo|torchscript] [--threads N] [--cfg-options k=v ...] [--json FILE]
 
 Supported models: mmseg ``EncoderDecoder`` and its subclasses (``DepthEstimator``, the
 Segmenter segmentors) with a plain-ViT backbone: mmseg ``VisionTransformer``,
@@ -24,11 +24,13 @@ relative to the largest absolute PyTorch output, and the relative error
 relative error exceeds ``--tolerance`` (default 1e-3). (The largest difference is not
 the criterion: the reconstruction's top-k is discrete, and a token tied to fp32 rounding
 between its k-th and (k+1)-th centre may pick either under another summation order;
-see ``expedite_mm.utils.deploy.Verification``.)
+see ``expedite_mm.apis.deploy.Verification``.) ``--json`` also writes what it did (the
+operators, the errors) to a file.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from mmengine.config import DictAction
@@ -54,6 +56,7 @@ def parse_args(argv=None):
                              "it, else torchscript)")
     parser.add_argument("--threads", type=int, help="torch / ONNX Runtime CPU threads")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    parser.add_argument("--json", help="also write the summary to this JSON file")
     args = parser.parse_args(argv)
     if len(args.shape) not in (1, 2) or min(args.shape) < 1:
         parser.error("--shape takes H W or one size, >= 1")
@@ -69,8 +72,8 @@ def main(argv=None) -> dict:
     import torch
 
     import expedite_mm  # noqa: F401  (registers the backbones)
-    from expedite_mm.utils.config import build_model, load_config
-    from expedite_mm.utils.deploy import check_exportable, export_onnx, onnx_op_counts, verify
+    from expedite_mm.apis.config import build_model, load_config
+    from expedite_mm.apis.deploy import check_exportable, export_onnx, onnx_op_counts, verify
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,7 +94,7 @@ def main(argv=None) -> dict:
     ops = onnx_op_counts(args.out)
     print(f"wrote {args.out}: {sum(ops.values())} nodes, "
           f"{', '.join(f'{op} {n}' for op, n in sorted(ops.items(), key=lambda kv: -kv[1]))}")
-    from expedite_mm.utils.deploy import default_exporter
+    from expedite_mm.apis.deploy import default_exporter
     summary = {"config": args.config, "out": args.out, "shape": list(shape),
                "batch_size": args.batch_size, "dynamic": args.dynamic, "ops": ops,
                "exporter": args.exporter or default_exporter()}
@@ -104,8 +107,11 @@ def main(argv=None) -> dict:
               f"max abs error {check.max_abs:.3e} ({check.max_rel:.3e} of the largest "
               f"output), relative error {check.rel:.3e} (tolerance {args.tolerance:g}): "
               f"{'OK' if check.ok else 'FAILED'}")
-        if not check.ok:
-            sys.exit(1)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    if args.verify and not summary["verified"]:
+        sys.exit(1)
     return summary
 
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..utils.compat import FULLGRAPH_COMPILE, is_compiling, is_exporting
+from ..compat import FULLGRAPH_COMPILE, is_compiling, is_exporting
 
 GridSpec = Union[int, float, Sequence[int]]
 
@@ -323,10 +323,10 @@ def _layout(hw: Tuple[int, int], grid: Tuple[int, int], window: int, tile: int,
 # ``torch.compiler.assume_constant_result`` marks on a function, without calling it,
 # because it imports torch._dynamo, which on import (torch 2.13) costs 3-4 s and installs
 # seven process-wide warning filters (one ignores every torch.jit TracerWarning) -- not
-# what importing the operators may do. tests/test_core.py checks that the mark is the
-# public API's, tests/test_deploy.py that the operators compile without a graph break.
+# what importing the operators may do. tests/core/test_core.py checks that the mark is the
+# public API's, tests/apis/test_deploy.py that the operators compile without a graph break.
 # torch 2.1's dynamo fails on the marked tables (an internal assertion); unmarked, it
-# compiles around them with graph breaks (FULLGRAPH_COMPILE, utils/compat.py).
+# compiles around them with graph breaks (FULLGRAPH_COMPILE, expedite_mm/compat.py).
 if FULLGRAPH_COMPILE:
     _layout._dynamo_marked_constant = True
     _plan._dynamo_marked_constant = True
@@ -503,7 +503,9 @@ class TokenReconstruction(nn.Module):
             code's ``F.normalize``: unit L2 norm; use it to reproduce released numbers).
         neighbours: ``"global"`` (k nearest of all centres) or ``"local"`` (the
             clustering's own ``window x window`` candidate cells; ``k`` is not used).
-        ties: ``"exact"`` (exactly k centres) or ``"keep"`` (global neighbours: also every
+        ties: ``"exact"`` (exactly k centres; of centres tied at the k-th -- the same centre
+            up to rounding, e.g. of pure padding -- those with the lowest indices, on every
+            platform: :func:`first_of_ties`) or ``"keep"`` (global neighbours: also every
             centre at the same distance as the k-th, as the released code's
             ``weight >= kth`` selection does; identical centres, e.g. of pure padding, tie).
 
@@ -541,10 +543,16 @@ class TokenReconstruction(nn.Module):
         if self.neighbours == "global":
             # ||s||^2 - 2 z.s: the squared distance up to ||z||^2, the same for all of a
             # token's centres (so the same neighbours and min-shifted weights).
-            relative = torch.baddbmm(s.pow(2).sum(-1).unsqueeze(1), z, s.transpose(1, 2),
-                                     alpha=-2)                                  # (B, N, M)
+            squares = s.pow(2).sum(-1).unsqueeze(1)                             # (B, 1, M)
+            relative = torch.baddbmm(squares, z, s.transpose(1, 2), alpha=-2)   # (B, N, M)
             M = s.shape[1]
-            dist, index = smallest(relative, min(self.k, M))
+            if self.ties == "exact":
+                # the k nearest; of identical centres at the k-th (pure padding's: equal up
+                # to rounding, which differs between CPUs) those with the lowest indices
+                dist, index = first_of_ties(relative, min(self.k, M),
+                                            tie_tolerance(z, s, squares), squares)
+            else:
+                dist, index = smallest(relative, min(self.k, M))
             if self.ties == "keep" and self.k < M:
                 # every centre as near as the k-th. Eagerly: widen the selection to the most
                 # ties any token has (a data-dependent size); traced (compile, export): all
@@ -552,7 +560,7 @@ class TokenReconstruction(nn.Module):
                 # "as near" up to the rounding of the distance products (8 ulps of the
                 # squared norms), so that identical centres tie whatever the summation
                 # order of the backend (ONNX Runtime's differs from ours)
-                kth = dist[..., -1:] + tie_tolerance(z, s)
+                kth = dist[..., -1:] + tie_tolerance(z, s, squares)
                 if (is_compiling() or is_exporting()
                         or torch.onnx.is_in_onnx_export()):
                     dist = relative.masked_fill(relative > kth, math.inf)
@@ -600,7 +608,8 @@ class TokenReconstruction(nn.Module):
         return out.to(centers.dtype)
 
 
-def tie_tolerance(tokens: Tensor, centers: Tensor) -> Tensor:
+def tie_tolerance(tokens: Tensor, centers: Tensor,
+                  center_squares: Optional[Tensor] = None) -> Tensor:
     """How far above a token's k-th centre distance another centre still ties with it.
 
     8 ulps of the squared norms that the Gram-form distance ``||s||^2 - 2 z.s`` sums:
@@ -609,12 +618,91 @@ def tie_tolerance(tokens: Tensor, centers: Tensor) -> Tensor:
     Args:
         tokens: (B, N, C) centred tokens.
         centers: (B, M, C) centres, centred by the same offset.
+        center_squares: the centres' squared norms, (B, M) or (B, 1, M), where the caller
+            has them already (the same numbers).
 
     Returns:
         (B, N, 1) tolerance in the tokens' dtype.
     """
-    scale = tokens.pow(2).sum(-1, keepdim=True) + centers.pow(2).sum(-1).amax(-1)[:, None, None]
+    if center_squares is None:
+        center_squares = centers.pow(2).sum(-1)
+    # the tokens' squared norms without an (N, C) temporary (a tolerance: any rounding does)
+    token_squares = torch.linalg.vector_norm(tokens, dim=-1, keepdim=True).square()
+    scale = token_squares + center_squares.flatten(1).amax(-1)[:, None, None]
     return 8 * torch.finfo(tokens.dtype).eps * scale
+
+
+def first_of_ties(values: Tensor, k: int, tolerance: Tensor,
+                  keys: Tensor) -> Tuple[Tensor, Tensor]:
+    """The k smallest of ``values`` (:func:`smallest`), of identical centres at the k-th
+    those with the lowest indices.
+
+    ``values`` (..., n): every token's distances to the n centres (up to a per-token
+    constant); ``tolerance`` (..., 1): :func:`tie_tolerance`; ``keys`` (..., 1, n): a
+    per-centre value that identical centres share (their squared norms). A centre ties
+    with the k-th one (whichever of them topk put there) when both its distance and its
+    key are within 8 ulps of the k-th's: the distance within ``tolerance``, the key within
+    ``8 eps max(keys)``; i.e. it is the same centre up to rounding. The tied centres among
+    the k are replaced by the tied centres of the lowest indices. Returns the k values and
+    indices ordered by (value, index).
+
+    Why: which of several tied values ``topk`` returns is up to its kernel and to all the
+    other values of the row; and centres that are identical in exact arithmetic (those of
+    pure padding) come out a few ulps apart, differently on each CPU (its kernels round
+    differently). Deciding their ties by index, up to that rounding, takes the same centres
+    everywhere. Centres that are only as near (different centres whose distances happen to
+    agree to 8 ulps) keep topk's choice; a row without tied centres and without equal
+    values gets ``smallest(values, k)`` bit for bit.
+
+    Eagerly only rows whose (k+1)-th value is within the tolerance of the k-th or with equal
+    values among the k are decided again (the k+1 smallest cost about what the k do);
+    traced (torch.compile, torch.export / ONNX, torch.jit.trace) all rows, with static
+    shapes.
+    """
+    n = values.shape[-1]
+    best, index = smallest(values, min(k + 1, n))
+    following = best[..., k:]                      # the (k+1)-th value, none when k == n
+    best, index = best[..., :k].contiguous(), index[..., :k].contiguous()
+    kth = best[..., -1:]
+    low, high = kth - tolerance, kth + tolerance
+    slack = 8 * torch.finfo(keys.dtype).eps * keys.amax(-1, keepdim=True)
+    keys = keys.expand_as(values)
+    key = keys.gather(-1, index[..., -1:])
+    key_low, key_high = key - slack, key + slack
+    if (is_compiling() or is_exporting() or torch.onnx.is_in_onnx_export()
+            or torch.jit.is_tracing()):
+        index = _ties_by_index(values, best, index, low, high, keys, key_low, key_high)
+    else:
+        rows = (following <= high).any(-1) | (best[..., 1:] == best[..., :-1]).any(-1)
+        if not bool(rows.any()):
+            return best, index
+        bounds = [t.expand_as(kth)[rows] for t in (low, high, key_low, key_high)]
+        decided = _ties_by_index(values[rows], best[rows], index[rows], bounds[0], bounds[1],
+                                 keys[rows], bounds[2], bounds[3])
+        index = index.index_put((rows,), decided)
+    return values.gather(-1, index), index
+
+
+def _ties_by_index(values: Tensor, best: Tensor, index: Tensor, low: Tensor, high: Tensor,
+                   keys: Tensor, key_low: Tensor, key_high: Tensor) -> Tensor:
+    """:func:`first_of_ties`' indices; ``low``/``high``, ``key_low``/``key_high`` (..., 1):
+    the bounds of a tied centre's value and key."""
+    k, n = best.shape[-1], values.shape[-1]
+    tied = (values >= low) & (values <= high) & (keys >= key_low) & (keys <= key_high)
+    # the tied centres in index order: the smallest of the keys column (tied) or
+    # n + column (the others), exact integers in floating point (n < 2^24)
+    columns = torch.arange(n, device=values.device, dtype=values.dtype)
+    first = smallest(torch.where(tied, columns, columns + n), k)[1]          # (..., k)
+    # the tied ones among the k take them in turn (none where nothing ties: NaN)
+    chosen = tied.gather(-1, index)                                          # (..., k)
+    turn = chosen.long().cumsum(-1) - 1
+    index = torch.where(chosen, first.gather(-1, turn.clamp(min=0)), index)
+    # ordered by (value, index): each slot goes after the slots of smaller keys (NaN last)
+    value = values.gather(-1, index)
+    value = torch.where(torch.isnan(value), torch.full_like(value, math.inf), value)
+    before = (value.unsqueeze(-2) < value.unsqueeze(-1)) | (
+        (value.unsqueeze(-2) == value.unsqueeze(-1)) & (index.unsqueeze(-2) < index.unsqueeze(-1)))
+    return index.scatter(-1, before.sum(-1), index)
 
 
 def smallest(values: Tensor, k: int) -> Tuple[Tensor, Tensor]:

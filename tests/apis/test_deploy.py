@@ -229,6 +229,12 @@ def test_kept_ties_compile_and_export_to_the_eager_numbers(tmp_path):
     centers, state = module.clustering(tokens, (8, 8))
     index, _ = module.reconstruction.weights(state)
     assert index.shape[-1] > 5                                # ties did widen the top-k
+    assert_compiles_and_exports(module, tokens, tmp_path / "ties.onnx")
+
+
+def assert_compiles_and_exports(module, tokens, path):
+    """Compiled in one graph (where dynamo traces the operators whole) and exported to
+    ONNX, ``module`` gives its eager numbers."""
     with torch.no_grad():
         expected = module(tokens)
     if FULLGRAPH_COMPILE:
@@ -236,7 +242,7 @@ def test_kept_ties_compile_and_export_to_the_eager_numbers(tmp_path):
         with torch.no_grad():
             assert_outputs_equal(torch.compile(module, fullgraph=True, backend="eager")(tokens),
                                  expected, atol=1e-6)
-    _, _, _, outputs = _export_and_run(module, tokens, tmp_path / "ties.onnx")
+    _, _, _, outputs = _export_and_run(module, tokens, path)
     assert_outputs_equal(outputs, expected, atol=1e-5)
 
 
@@ -264,15 +270,7 @@ def test_exact_ties_compile_and_export_to_the_eager_numbers(tmp_path):
     distance = torch.cdist(state.tokens.double(), state.centers.double()).square()
     nearest = distance.sort(-1).values
     assert ((nearest[..., 5] - nearest[..., 4]).abs() < 1e-6).any()  # ties at the k-th
-    with torch.no_grad():
-        expected = module(tokens)
-    if FULLGRAPH_COMPILE:
-        assert _graph_breaks(module, tokens) == (0, [])
-        with torch.no_grad():
-            assert_outputs_equal(torch.compile(module, fullgraph=True, backend="eager")(tokens),
-                                 expected, atol=1e-6)
-    _, _, _, outputs = _export_and_run(module, tokens, tmp_path / "exact_ties.onnx")
-    assert_outputs_equal(outputs, expected, atol=1e-5)
+    assert_compiles_and_exports(module, tokens, tmp_path / "exact_ties.onnx")
 
 
 def test_window_operators_export_to_onnx(tmp_path):

@@ -15,7 +15,7 @@ import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
 from ..compat import EXTRAS, missing_part
-from ..models.families import BY_NAME, FAMILIES, Family, stock_package
+from ..models.families import BY_NAME, FAMILIES, find, stock_package
 
 # the backbone keys that switch expediting on (classification: also layerwise_reducer)
 EXPEDITE_SWITCHES = ("cluster_after", "reconstruct_after", "layerwise_reducer")
@@ -84,7 +84,7 @@ def as_expedited(cfg: Config) -> Tuple[Config, Optional[str]]:
     package = package or scope
     if name in BY_NAME:
         return cfg, None
-    family = _family_of(name, package, scope)
+    family = find(name, package, scope)
     if family is None:
         raise ValueError(f"backbone type {given!r} ({package}) in a {scope} config cannot be "
                          f"expedited; expedite-mm expedites " + ", ".join(expeditable()))
@@ -95,17 +95,6 @@ def as_expedited(cfg: Config) -> Tuple[Config, Optional[str]]:
         cfg.custom_imports = dict(imports, imports=names + ["expedite_mm"],
                                   allow_failed_imports=imports.get("allow_failed_imports", False))
     return cfg, given
-
-
-def _family_of(name: str, package: str, scope: str) -> Optional[Family]:
-    """The family expediting stock type ``name`` of ``package`` in a ``scope`` config."""
-    for family in FAMILIES:
-        if family.stock != name or scope not in family.registries:
-            continue
-        # a type only mmpretrain defines is mmpretrain's in an mmdet/mmseg config too
-        if stock_package(family, scope) in (package, "mmpretrain", "expedite_mm"):
-            return family
-    return None
 
 
 def expeditable() -> List[str]:

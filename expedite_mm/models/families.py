@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
 
 #: the tuner's kinds: which reducer families it searches and how it counts a layer's cost
@@ -50,12 +50,15 @@ class Family:
     kind: str
     also_registers: Tuple[str, ...] = ()
     cost_outside_layer: bool = False
-    registries: Tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"{self.name}: kind must be one of {KINDS}, got {self.kind!r}")
-        object.__setattr__(self, "registries", tuple(self.classes))
+
+    @property
+    def registries(self) -> Tuple[str, ...]:
+        """The packages whose ``MODELS`` hold this family."""
+        return tuple(self.classes)
 
     def needs(self, registry: str) -> Tuple[str, ...]:
         """The packages that must be installed to register this family in ``registry``."""
@@ -109,11 +112,13 @@ def stock_package(family: Family, registry: str) -> str:
     return family.stock_package or registry
 
 
-def find(stock: str, package: str) -> Optional[Family]:
-    """The family that expedites ``package``'s stock type ``stock``, if any."""
+def find(stock: str, package: str, scope: str) -> Optional[Family]:
+    """The family that expedites stock type ``stock`` of ``package`` in a ``scope`` config
+    (the registry the config builds from), if any. A type only mmpretrain (or this
+    project) defines counts as that package's whatever prefix the config gave it."""
     for family in FAMILIES:
-        if family.stock == stock and any(stock_package(family, r) == package
-                                         for r in family.registries):
+        if family.stock == stock and scope in family.registries and \
+                stock_package(family, scope) in (package, "mmpretrain", "expedite_mm"):
             return family
     return None
 

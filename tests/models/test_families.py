@@ -70,7 +70,12 @@ def test_config_helpers_read_the_table():
 
 
 def test_find_by_stock_type():
-    assert find("SwinTransformer", "mmdet").name == "ExpeditedSwin"
-    assert find("VisionTransformer", "mmpretrain").name == "ExpeditedVisionTransformer"
-    assert find("VisionTransformer", "mmseg").name == "ExpeditedViT"
-    assert find("ResNet", "mmseg") is None
+    assert find("SwinTransformer", "mmdet", "mmdet").name == "ExpeditedSwin"
+    assert find("VisionTransformer", "mmpretrain", "mmpretrain").name == \
+        "ExpeditedVisionTransformer"
+    assert find("VisionTransformer", "mmseg", "mmseg").name == "ExpeditedViT"
+    assert find("ResNet", "mmseg", "mmseg") is None
+    # mmpretrain-only types in detection/segmentation configs, and another package's type
+    assert find("SwinTransformerV2", "mmdet", "mmdet").name == "ExpeditedSwinV2"
+    assert find("SwinTransformer", "mmdet", "mmseg") is None
+    assert find("VisionTransformer", "mmpretrain", "mmseg") is None

@@ -5,7 +5,11 @@
 PY := .venv/bin/python
 PY_CLASSIC := .venv-classic/bin/python
 
-.PHONY: env env-classic demo test test-pinned test-classic
+# Two pytest-xdist workers: most tests run on one thread, so one process leaves a core idle
+# (measured: 50 % busy); a test file stays on one worker, so its module fixtures are built once.
+PYTEST := -m pytest -q -n 2 --dist loadfile
+
+.PHONY: env env-classic envs demo test test-pinned test-classic test-fast
 env:
 	@tools/setup_env.sh
 
@@ -15,10 +19,21 @@ env-classic:
 demo: env
 	$(PY) tools/demo.py
 
-test: test-pinned test-classic
+# Both stacks are built first, side by side (one downloads while the other compiles mmcv),
+# then tested one after the other.
+envs:
+	@$(MAKE) --no-print-directory -j2 env env-classic
+
+test: envs
+	$(PY) $(PYTEST)
+	$(PY_CLASSIC) $(PYTEST)
 
 test-pinned: env
-	$(PY) -m pytest -q
+	$(PY) $(PYTEST)
 
 test-classic: env-classic
-	$(PY_CLASSIC) -m pytest -q
+	$(PY_CLASSIC) $(PYTEST)
+
+# The edit loop: the pinned stack without the end-to-end runs and full-size FLOP counts
+test-fast: env
+	$(PY) $(PYTEST) -m "not slow"

@@ -9,6 +9,24 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "helpers"))
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test``: two workers) each worker gets its share of the
+    cores: torch's default (one thread per core in every worker) oversubscribes them. The
+    numbers do not change (the golden outputs are recorded with two threads and compared
+    bit for bit on one)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads() // workers))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Test files with ``slow`` tests (end-to-end runs, full-size FLOP counts) first, in
+    their order, then the rest: xdist hands out whole files in this order, so the long ones
+    start early and the two workers finish together instead of one waiting on the last."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -5,6 +5,7 @@ files, loading into a model."""
 import json
 import os
 import pickle
+import random
 import subprocess
 import sys
 
@@ -136,11 +137,11 @@ def test_refusal_keeps_torchs_reason_and_runs_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("content", [
-    os.urandom(4096),                                         # random bytes
+    random.Random(0).randbytes(4096),                         # random bytes
     b"<html><body>404 Not Found</body></html>\n",             # an error page saved as .pth
     b"not a checkpoint\n" * 20,
     "truncated",
-])
+], ids=["random-bytes", "html-page", "text", "truncated"])   # ids: the same in every worker
 @pytest.mark.parametrize("trust", [False, True])
 def test_unreadable_files_are_reported_as_corrupt_not_untrusted(tmp_path, content, trust):
     path = tmp_path / "broken.pth"

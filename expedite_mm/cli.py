@@ -1,6 +1,7 @@
 """``expedite-mm``: the shipped tools from an installed package (what ``mim test`` and
 ``python tools/X.py`` do for a checkout).
 
+    expedite-mm expedite STOCK_CONFIG [...]        tools/expedite.py
     expedite-mm test CONFIG CHECKPOINT [...]       tools/test.py
     expedite-mm flops CONFIG [...]                 tools/analysis/get_flops.py
     expedite-mm benchmark CONFIG [...]             tools/analysis/benchmark.py
@@ -24,6 +25,7 @@ PREFIX = "expedite_mm::"
 
 TOOLS: Dict[str, str] = {
     "test": "test.py",
+    "expedite": "expedite.py",
     "demo": "demo.py",
     "flops": "analysis/get_flops.py",
     "benchmark": "analysis/benchmark.py",

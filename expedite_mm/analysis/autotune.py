@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import os.path as osp
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -481,3 +482,30 @@ def _report(options: AutotuneOptions, tuner: Tuner, rows: List[Dict[str, Any]],
     print(f"measured {tuner.forwards} forwards and {tuner.flop_counts} FLOP counts "
           f"({tuner.cache.hits} cache hits); wrote {config_path}, autotune.csv, "
           f"autotune.png, autotune.json in {work_dir}")
+
+
+def expedite_for_budget(config: str, options: AutotuneOptions) -> str:
+    """``expedite-mm expedite --budget-gflops``: the tuner's choice for a budget, as a config
+    that inherits ``config`` by the name it was given (a path or ``mmseg::...``).
+
+    Args:
+        config: the stock config.
+        options: the tuner's options; its ``config`` is replaced by a file in
+            ``work_dir`` that inherits ``config`` (the tuner reads files).
+
+    Returns:
+        The config's text (``autotune_config.py`` of ``work_dir``, with ``_base_`` =
+        ``config``).
+
+    Raises:
+        AutotuneError: as :func:`run` (nothing written but the work dir's files).
+    """
+    os.makedirs(options.work_dir, exist_ok=True)
+    stub = osp.join(options.work_dir, "stock_config.py")
+    base = config if "::" in config else osp.abspath(config)
+    with open(stub, "w") as f:
+        f.write(f"_base_ = {base!r}\n")
+    run(dataclasses.replace(options, config=stub))
+    with open(osp.join(options.work_dir, "autotune_config.py")) as f:
+        text = f.read()
+    return text.replace(f"_base_ = {osp.abspath(stub)!r}", f"_base_ = {base!r}")

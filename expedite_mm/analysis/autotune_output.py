@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os.path as osp
-import tempfile
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .autotune_measure import Tuner
@@ -64,66 +63,15 @@ def render_config(user_config: str, chosen_cfg: Any, header: Sequence[str]) -> s
         chosen_cfg: the chosen model's config (:func:`written_config`).
         header: comment lines at the top.
     """
-    from mmengine.config import Config
-    base = Config.fromfile(user_config)
-    lines = [f"# {line}" for line in header]
-    lines.append(f"_base_ = {osp.abspath(user_config)!r}")
-    imports = dict(chosen_cfg.get("custom_imports") or {})
-    if imports != dict(base.get("custom_imports") or {}):
-        lines.append(f"custom_imports = dict(imports={list(imports.get('imports', []))!r}, "
-                     f"allow_failed_imports={imports.get('allow_failed_imports', False)!r})")
-    changed = _diff(base.model.to_dict(), chosen_cfg.model.to_dict())
-    lines.append(f"model = {_py(changed)}")
-    return "\n".join(lines) + "\n"
-
-
-_MISSING = object()
-
-
-def _diff(base: dict, new: dict) -> dict:
-    """What to write over ``base`` so that mmengine's merge gives ``new`` (dicts merge key
-    by key; a key ``new`` lacks is set to None)."""
-    out = {}
-    for key in list(new) + [k for k in base if k not in new]:
-        old, value = base.get(key, _MISSING), new.get(key)
-        if isinstance(old, dict) and isinstance(value, dict):
-            inner = _diff(old, value)
-            if inner:
-                out[key] = inner
-        elif old is _MISSING or old != value:
-            out[key] = value
-    return out
-
-
-def _py(value: Any) -> str:
-    """A config value as Python source (dicts as ``dict(...)``)."""
-    if isinstance(value, dict):
-        return "dict(" + ", ".join(f"{k}={_py(v)}" for k, v in value.items()) + ")"
-    if isinstance(value, list):
-        return "[" + ", ".join(_py(v) for v in value) + "]"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_py(v) for v in value) + ("," if len(value) == 1 else "") + ")"
-    return repr(value)
+    from ..apis.config import config_text, load_config
+    return config_text(osp.abspath(user_config), load_config(user_config), chosen_cfg, header)
 
 
 def check_rendered(text: str, chosen_cfg: Any) -> None:
-    """The written config must read back as the chosen model (else: a bug, not written).
-
-    Args:
-        text: the rendered config (:func:`render_config`).
-        chosen_cfg: the chosen model's config.
-
-    Raises:
-        RuntimeError: it reads back as another model.
-    """
-    from mmengine.config import Config
-    with tempfile.TemporaryDirectory() as folder:
-        path = osp.join(folder, "autotune_config.py")
-        with open(path, "w") as f:
-            f.write(text)
-        back = Config.fromfile(path)
-    if back.model.to_dict() != chosen_cfg.model.to_dict():
-        raise RuntimeError("the rendered config does not read back as the chosen model")
+    """The written config must read back as the chosen model (else: a bug, not written):
+    :func:`expedite_mm.apis.config.check_config_text`."""
+    from ..apis.config import check_config_text
+    check_config_text(text, chosen_cfg)
 
 
 def config_header(options: AutotuneOptions, tuner: Tuner, chosen: Setting,

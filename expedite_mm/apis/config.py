@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
+import os
+import tempfile
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -311,3 +313,73 @@ def flatten_outputs(outputs: Any) -> Tuple[torch.Tensor, ...]:
     if isinstance(outputs, Sequence) and not isinstance(outputs, str):
         return tuple(t for item in outputs for t in flatten_outputs(item))
     return ()
+
+
+# --------------------------------------------------------------------------- writing configs
+def config_text(base: str, base_cfg: Config, cfg: Config, header: Sequence[str] = ()) -> str:
+    """The text of a config file that inherits ``base`` and writes only what ``cfg``
+    changes in it: the model's keys that differ and ``custom_imports``.
+
+    Args:
+        base: what ``_base_`` says: a path or an mmengine package name (``mmseg::...``).
+        base_cfg: that config, loaded.
+        cfg: the config the written file must read back as (its model).
+        header: comment lines at the top.
+    """
+    lines = [f"# {line}" for line in header]
+    lines.append(f"_base_ = {base!r}")
+    imports = dict(cfg.get("custom_imports") or {})
+    if imports != dict(base_cfg.get("custom_imports") or {}):
+        lines.append(f"custom_imports = dict(imports={list(imports.get('imports', []))!r}, "
+                     f"allow_failed_imports={imports.get('allow_failed_imports', False)!r})")
+    changed = _diff(base_cfg.model.to_dict(), cfg.model.to_dict())
+    lines.append(f"model = {_py(changed)}")
+    return "\n".join(lines) + "\n"
+
+
+def check_config_text(text: str, cfg: Config) -> None:
+    """A written config must read back as ``cfg``'s model (else: a bug, nothing written).
+
+    Args:
+        text: the config file's text (:func:`config_text`).
+        cfg: the config it must read back as.
+
+    Raises:
+        RuntimeError: it reads back as another model.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "config.py")
+        with open(path, "w") as f:
+            f.write(text)
+        back = load_config(path)
+    if back.model.to_dict() != cfg.model.to_dict():
+        raise RuntimeError("the written config does not read back as the expedited model")
+
+
+_MISSING = object()
+
+
+def _diff(base: dict, new: dict) -> dict:
+    """What to write over ``base`` so that mmengine's merge gives ``new`` (dicts merge key
+    by key; a key ``new`` lacks is set to None)."""
+    out = {}
+    for key in list(new) + [k for k in base if k not in new]:
+        old, value = base.get(key, _MISSING), new.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            inner = _diff(old, value)
+            if inner:
+                out[key] = inner
+        elif old is _MISSING or old != value:
+            out[key] = value
+    return out
+
+
+def _py(value: Any) -> str:
+    """A config value as Python source (dicts as ``dict(...)``)."""
+    if isinstance(value, dict):
+        return "dict(" + ", ".join(f"{k}={_py(v)}" for k, v in value.items()) + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(_py(v) for v in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_py(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return repr(value)

@@ -282,6 +282,32 @@ def test_rerun_repeats_nothing(tuned):
     assert again["chosen"] == first["chosen"] and again["agreement"] == first["agreement"]
 
 
+def test_expedite_for_a_budget_writes_the_tuners_choice_on_the_stock_name(tiny, tuned,
+                                                                           tmp_path):
+    """``expedite-mm expedite --budget-gflops``'s engine: the tuner run on a file that
+    inherits the stock config, its config rebased on the stock config's own name. With the
+    tuned run's cache (the same model and images) nothing is measured again."""
+    import shutil
+
+    from expedite_mm.analysis.autotune_space import AutotuneOptions
+    from expedite_mm.apis.config import load_config
+    work, _, code = tuned
+    assert code == 0
+    shutil.copytree(work, tmp_path / "work")
+    options = AutotuneOptions(config="replaced", checkpoint=tiny["checkpoint"],
+                              budget_gflops=0.75, images=tiny["images"],
+                              work_dir=str(tmp_path / "work"), grid_ratios=[0.3, 0.5, 0.7],
+                              first_images=2, eta=2, quiet=True)
+    text = autotune.expedite_for_budget(tiny["config"], options)
+    assert f"_base_ = {tiny['config']!r}" in text.splitlines()
+    summary = json.loads((tmp_path / "work" / "autotune.json").read_text())
+    assert summary["forwards"] == 0                                   # all from the cache
+    assert summary["chosen"] == json.loads((work / "autotune.json").read_text())["chosen"]
+    (tmp_path / "expedited.py").write_text(text)
+    assert load_config(str(tmp_path / "expedited.py")).model == \
+        load_config(str(work / "autotune_config.py")).model
+
+
 def test_an_interrupted_run_resumes_where_it_stopped(tiny, tuned, tmp_path, monkeypatch):
     """Interrupted after 3 forwards, then resumed (every candidate run in full here, so
     that each forward is one stored measurement): nothing is measured twice, and the runs

@@ -1,0 +1,155 @@
+"""A stock config in, an expedited config out (``expedite-mm expedite``).
+
+The written file inherits the stock config by the name it was given (``mmseg::...``,
+``mmdet::...``, ``mmpretrain::...`` or a path), switches the backbone to the family's
+expedited type (:func:`~expedite_mm.apis.config.as_expedited`: every stock key and
+state-dict key kept) and sets the expedite keys: the ones given, or the default rule's.
+
+The default rule (docs/tools.md, "expedite"): cluster after ``5/12 * depth`` layers
+(rounded half up) of the clustered stack -- all layers of a plain ViT, the blocks of the
+clustered stage of a windowed backbone: 10 of ViT-L's 24 and 8 of Swin-L's third stage of
+18, as in the released Segmenter and Swin COCO rows -- and the operators' own default
+size: a cluster grid of 0.7 of the token grid's side (ViT), clustered windows of
+``round(0.7 K)`` (Swin, SAM).
+"""
+from __future__ import annotations
+
+import importlib
+import os.path as osp
+import tempfile
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
+
+from mmengine.config import Config
+
+from ..models.families import BY_NAME
+from .config import as_expedited, check_config_text, config_text, load_config
+
+#: the default rule: cluster after this share of the clustered stack's layers
+DEFAULT_CLUSTER_AFTER_SHARE = 5 / 12
+
+#: which size key each kind of the family table takes
+_SIZE_KEY = {"vit": "cluster_grid", "classification": "cluster_grid",
+             "window": "clustered_window_size", "sam": "clustered_window_size"}
+
+
+@dataclass(frozen=True)
+class ExpeditedConfig:
+    """A written expedited config.
+
+    Args:
+        text: the config file's text.
+        stock_type: the backbone type the stock config had.
+        expedited_type: the expedited type it has now.
+        depth: the layers of the clustered stack.
+        settings: the expedite keys set (name -> value).
+    """
+
+    text: str
+    stock_type: str
+    expedited_type: str
+    depth: int
+    settings: Tuple[Tuple[str, object], ...]
+
+
+def default_cluster_after(depth: int) -> int:
+    """The default rule's ``cluster_after`` for a clustered stack of ``depth`` layers."""
+    return max(1, min(depth - 1, int(DEFAULT_CLUSTER_AFTER_SHARE * depth + 0.5)))  # half up
+
+
+def load_stock(config: str) -> Config:
+    """A config by path or by mmengine's package name (``mmseg::segmenter/....py``),
+    loaded as a file inheriting it loads it (mmengine marks a package's model with its
+    ``_scope_``).
+
+    Raises:
+        ValueError: no such config (one line).
+    """
+    if "::" not in config:
+        if not osp.isfile(config):
+            raise ValueError(f"no config file {config}")
+        return load_config(config)
+    with tempfile.TemporaryDirectory() as folder:
+        stub = osp.join(folder, "stock.py")
+        with open(stub, "w") as f:
+            f.write(f"_base_ = {config!r}\n")
+        try:
+            return load_config(stub)
+        except (FileNotFoundError, ValueError) as error:   # mmengine: no such package/file
+            raise ValueError(f"no config {config} ({str(error).splitlines()[0][:200]})") \
+                from None
+
+
+def clustered_depth(cfg: Config) -> int:
+    """The layers of the stack ``cluster_after`` counts in, read off the built backbone
+    (random weights): a plain ViT's layers, a windowed backbone's blocks of its clustered
+    stage."""
+    from mmengine.registry import DefaultScope
+    from ..registration import register_all_modules
+    register_all_modules()
+    scope = cfg.get("default_scope") or "mmseg"
+    backbone_cfg = cfg.model.backbone
+    family = BY_NAME[str(backbone_cfg.type).rpartition(".")[2]]
+    registry = importlib.import_module(f"{scope}.registry").MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        backbone = registry.build(backbone_cfg)
+    if family.kind == "window":
+        return len(backbone.stages[backbone_cfg.get("stage", 2)].blocks)
+    return len(backbone.layers)
+
+
+def expedite_config(config: str, cluster_after: Optional[int] = None,
+                    size: Union[None, float, Sequence[int], int] = None,
+                    header: Sequence[str] = ()) -> ExpeditedConfig:
+    """The expedited config of a stock one, at a given setting or the default rule's.
+
+    Args:
+        config: the stock config: a path or ``<package>::<path>``.
+        cluster_after: layers before clustering (of the clustered stack); None: the
+            default rule.
+        size: ViT families: the cluster grid (a ratio of the token grid's side, or
+            ``(h, w)``); windowed families (Swin, SwinV2, SAM): the clustered window size
+            k. None: the operators' default (0.7 of the side).
+        header: comment lines for the top of the file.
+
+    Raises:
+        ValueError: one line: a backbone no family expedites (naming its type and what is
+            supported), a config already expedited, or a setting out of range (naming the
+            parameter); nothing is written.
+    """
+    stock = load_stock(config)
+    cfg, stock_type = as_expedited(stock)
+    if stock_type is None:
+        raise ValueError(f"{config}: the backbone is expedited already "
+                         f"({cfg.model.backbone.type})")
+    backbone = cfg.model.backbone
+    family = BY_NAME[str(backbone.type)]
+    settings = {} if cluster_after is None else {"cluster_after": cluster_after}
+    if size is not None:
+        key = _SIZE_KEY[family.kind]
+        if isinstance(size, (list, tuple)):
+            size = tuple(size)
+            if key == "clustered_window_size" and len(set(size)) == 1:
+                size = size[0]          # windows are square: k
+        if key == "clustered_window_size" and not isinstance(size, int):
+            raise ValueError(f"{config}: {family.name} clusters windows; give the clustered "
+                             f"window side k as one integer, not {size!r}")
+        settings[key] = size
+    backbone.update(settings)
+    try:                    # the backbone's own checks name the parameter and its range
+        depth = clustered_depth(cfg)
+        if cluster_after is None:
+            settings = {"cluster_after": default_cluster_after(depth), **settings}
+            backbone.update(settings)
+            if size is not None:                # checked again, now switched on
+                clustered_depth(cfg)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{config}: {error}") from None
+    base = config if "::" in config else osp.abspath(config)
+    text = config_text(base, stock, cfg, header)
+    check_config_text(text, cfg)
+    return ExpeditedConfig(text, stock_type, family.name, depth, tuple(settings.items()))
+
+
+__all__ = ["ExpeditedConfig", "DEFAULT_CLUSTER_AFTER_SHARE", "default_cluster_after",
+           "load_stock", "clustered_depth", "expedite_config"]

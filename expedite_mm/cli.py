@@ -34,6 +34,7 @@ TOOLS: Dict[str, str] = {
     "token-fidelity": "analysis/token_fidelity.py",
     "backbone-fidelity": "analysis/backbone_fidelity.py",
     "autotune": "analysis/autotune.py",
+    "zoo-coverage": "analysis/zoo_coverage.py",
     "tie-rule": "analysis/tie_rule.py",
     "train": "train.py",
     "digit-scenes": "dataset_converters/digit_scenes.py",

@@ -30,12 +30,10 @@ import traceback
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ..apis.expedite import BACKBONE_PATHS, find_backbone
+
 #: the packages walked
 PACKAGES = ("mmseg", "mmdet", "mmpretrain")
-
-#: where a model nests its backbone, looked at in this order
-BACKBONE_PATHS = ("backbone", "image_encoder", "detector.backbone", "vision_backbone",
-                  "visual_encoder", "vision_encoder", "img_backbone")
 
 #: backbone types counted as transformers (attention over image tokens in every block or
 #: in most of them; hybrids with attention stages included); a type a package prefixes
@@ -63,6 +61,9 @@ SAMPLE = (
     ("mmdet", "swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py"),
     ("mmpretrain", "deit/deit-tiny_4xb256_in1k.py"),
 )
+
+#: the distribution that installs each package
+_DISTRIBUTIONS = {"mmseg": "mmsegmentation"}
 
 #: the columns of coverage.csv
 COLUMNS = ["package", "config", "backbone_path", "backbone_type", "transformer", "converted",
@@ -124,18 +125,6 @@ def shipped_configs(package: str) -> List[str]:
         dirs[:] = sorted(d for d in dirs if d != "_base_" and not d.startswith("__"))
         found += [osp.relpath(osp.join(folder, f), root) for f in files if f.endswith(".py")]
     return sorted(found)
-
-
-def find_backbone(model: Any) -> Tuple[str, Optional[dict]]:
-    """``(path, backbone dict)`` of the first of :data:`BACKBONE_PATHS` the model has
-    (``('', None)`` if none)."""
-    for path in BACKBONE_PATHS:
-        node = model
-        for part in path.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and "type" in node:
-            return path, node
-    return "", None
 
 
 def type_name(backbone_type: Any) -> str:
@@ -376,9 +365,13 @@ def markdown(rows: Sequence[Row], command: str, seconds: Optional[float] = None)
              "state-dict keys, expediting disabled bit-equal to the stock backbone at 160x224, "
              "the expedited forward's shapes, and the backbone's fvcore GFLOPs ratio below 1 "
              "at the config's own input size.", ""]
-    if seconds is not None:
-        lines += [f"Walk time: {seconds / 60:.1f} min on this machine for {len(rows)} configs.",
-                  ""]
+    import importlib.metadata
+    walked = sorted({r.package for r in rows})
+    versions = ", ".join(f"{p} {importlib.metadata.version(_DISTRIBUTIONS.get(p, p))}"
+                         for p in walked)
+    lines += [f"Packages walked: {versions}." + (f" Walk time: {seconds / 60:.1f} min for "
+                                                  f"{len(rows)} configs, on 2 CPU cores."
+                                                  if seconds is not None else ""), ""]
     lines += ["| package | configs | transformer backbone | converted | passing |",
               "| --- | ---: | ---: | ---: | ---: |"]
     for package in sorted({r.package for r in rows}) + ["all"]:

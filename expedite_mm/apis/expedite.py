@@ -14,19 +14,25 @@ size: a cluster grid of 0.7 of the token grid's side (ViT), clustered windows of
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import os.path as osp
 import tempfile
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 from mmengine.config import Config
 
 from ..models.families import BY_NAME
-from .config import as_expedited, check_config_text, config_text, load_config
+from .config import as_expedited, check_config_text, config_text, load_config, set_nested
 
 #: the default rule: cluster after this share of the clustered stack's layers
 DEFAULT_CLUSTER_AFTER_SHARE = 5 / 12
+
+#: where a model config nests its backbone, looked at in this order (detectors, SAM-style
+#: encoders, distillation wrappers, multimodal models)
+BACKBONE_PATHS = ("backbone", "image_encoder", "detector.backbone", "vision_backbone",
+                  "visual_encoder", "vision_encoder", "img_backbone")
 
 #: which size key each kind of the family table takes
 _SIZE_KEY = {"vit": "cluster_grid", "classification": "cluster_grid",
@@ -43,6 +49,7 @@ class ExpeditedConfig:
         expedited_type: the expedited type it has now.
         depth: the layers of the clustered stack.
         settings: the expedite keys set (name -> value).
+        backbone_path: where the model nests the backbone (:data:`BACKBONE_PATHS`).
     """
 
     text: str
@@ -50,6 +57,19 @@ class ExpeditedConfig:
     expedited_type: str
     depth: int
     settings: Tuple[Tuple[str, object], ...]
+    backbone_path: str = "backbone"
+
+
+def find_backbone(model: Any) -> Tuple[str, Optional[dict]]:
+    """``(path, backbone dict)`` of the first of :data:`BACKBONE_PATHS` the model config
+    has (``('', None)`` if none)."""
+    for path in BACKBONE_PATHS:
+        node = model
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and "type" in node:
+            return path, node
+    return "", None
 
 
 def default_cluster_after(depth: int) -> int:
@@ -118,11 +138,21 @@ def expedite_config(config: str, cluster_after: Optional[int] = None,
             parameter); nothing is written.
     """
     stock = load_stock(config)
-    cfg, stock_type = as_expedited(stock)
+    path, found = find_backbone(stock.get("model") or {})
+    if found is None:
+        raise ValueError(f"{config}: the model has no backbone to expedite (looked at "
+                         f"model.{', model.'.join(BACKBONE_PATHS)})")
+    # the backbone alone, in the config's scope: what as_expedited and the builds read
+    alone = dict(default_scope=stock.get("default_scope") or "mmseg",
+                 model=dict(backbone=copy.deepcopy(found)))
+    if stock.get("custom_imports"):
+        alone["custom_imports"] = copy.deepcopy(stock.custom_imports)
+    part, stock_type = as_expedited(Config(alone))
     if stock_type is None:
-        raise ValueError(f"{config}: the backbone is expedited already "
-                         f"({cfg.model.backbone.type})")
-    backbone = cfg.model.backbone
+        raise ValueError(f"{config}: the backbone is expedited already ({found['type']})")
+    cfg = copy.deepcopy(stock)
+    cfg.custom_imports = part.custom_imports
+    backbone = part.model.backbone
     family = BY_NAME[str(backbone.type)]
     settings = {} if cluster_after is None else {"cluster_after": cluster_after}
     if size is not None:
@@ -137,19 +167,21 @@ def expedite_config(config: str, cluster_after: Optional[int] = None,
         settings[key] = size
     backbone.update(settings)
     try:                    # the backbone's own checks name the parameter and its range
-        depth = clustered_depth(cfg)
+        depth = clustered_depth(part)
         if cluster_after is None:
             settings = {"cluster_after": default_cluster_after(depth), **settings}
             backbone.update(settings)
             if size is not None:                # checked again, now switched on
-                clustered_depth(cfg)
+                clustered_depth(part)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{config}: {error}") from None
+    set_nested(cfg.model, path, backbone)
     base = config if "::" in config else osp.abspath(config)
     text = config_text(base, stock, cfg, header)
     check_config_text(text, cfg)
-    return ExpeditedConfig(text, stock_type, family.name, depth, tuple(settings.items()))
+    return ExpeditedConfig(text, stock_type, family.name, depth, tuple(settings.items()), path)
 
 
-__all__ = ["ExpeditedConfig", "DEFAULT_CLUSTER_AFTER_SHARE", "default_cluster_after",
+__all__ = ["ExpeditedConfig", "BACKBONE_PATHS", "DEFAULT_CLUSTER_AFTER_SHARE",
+           "find_backbone", "default_cluster_after",
            "load_stock", "clustered_depth", "expedite_config"]

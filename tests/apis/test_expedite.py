@@ -166,3 +166,22 @@ def test_budget_path_is_the_tuners_run_rebased_on_the_stock_name(tmp_path, monke
     assert (options.budget_gflops, options.checkpoint, options.images, options.work_dir) == \
         (0.6, "w.pth", str(tmp_path), str(tmp_path / "work"))
     assert out.read_text() == "_base_ = 'x'\n"
+
+
+def test_a_backbone_nested_in_the_model_is_found_and_written_there(tmp_path):
+    """A distillation/multimodal-style model nests its backbone (model.detector.backbone
+    here); the stock config's own custom_imports are kept beside ours."""
+    text = TINY_STOCK.format(layers=4, last=3)
+    nested = text.replace("    backbone=dict(type='VisionTransformer'",
+                          "    detector=dict(backbone=dict(type='VisionTransformer'")
+    nested = nested.replace("with_cls_token=True),", "with_cls_token=True)),")
+    nested += "custom_imports = dict(imports=['os.path'], allow_failed_imports=False)\n"
+    stock = write(tmp_path / "nested.py", nested)
+    result = expedite_config(stock)
+    assert (result.backbone_path, result.depth, dict(result.settings)) == \
+        ("detector.backbone", 4, {"cluster_after": 2})
+    assert "model = dict(detector=dict(backbone=dict(type='ExpeditedViT', cluster_after=2)))" \
+        in result.text
+    cfg = load_config(write(tmp_path / "expedited.py", result.text))
+    assert cfg.custom_imports.imports == ["os.path", "expedite_mm"]
+    assert cfg.model.detector.backbone.num_layers == 4 and "backbone" not in cfg.model

@@ -2,9 +2,9 @@
 (``docs/method.md`` §4.2). ``ExpeditedSwin`` is mmseg's (``swin_mmseg.py``) and mmdet's
 (``swin_mmdet.py``) ``SwinTransformer`` with it; SwinV2: ``swinv2.py``.
 
-Set up once, at ``__init__`` (ToMe-style): the expedited stage becomes, by its own
-classmethod :meth:`ExpeditedStageMixin.expedite`, an instance of a subclass of its stock
-class whose ``forward`` runs the hourglass loop (:func:`~expedite_mm.core.run_hourglass`)
+Set up once, at ``__init__`` (ToMe-style): the expedited stage is replaced by an instance
+of a subclass of its stock class (:class:`ExpeditedStageMixin`, built from the stock stage
+and holding its very submodules) whose ``forward`` runs the hourglass loop (:func:`~expedite_mm.core.run_hourglass`)
 over the stage's blocks with the :class:`SwinStageTokens` window adapter; nothing is
 patched per call and no module attribute or parameter is written in a forward, so
 forwards are reentrant and thread-safe. The blocks before clustering and after
@@ -81,27 +81,37 @@ class SwinStageTokens(WindowTokens):
 
 
 class ExpeditedStageMixin:
-    """The expedited stage's ``forward`` part: mixed into a subclass of the stock stage
-    class (``blocks``); ``clustered_block`` runs one of its blocks with window k."""
+    """The expedited stage: mixed into a subclass of the stock stage class (``blocks``),
+    built from a stock stage; ``clustered_block`` runs one of its blocks with window k."""
 
     plan: StagePlan
     clustered_block: ClassVar[ClusteredBlock]
 
-    @classmethod
-    def expedite(cls, stage: nn.Module, plan: StagePlan) -> nn.Module:
-        """The stock ``stage`` as this class, with its plan (in place, at build time)."""
-        stock = cls.__bases__[-1]
+    def __init__(self, stage: nn.Module, plan: StagePlan) -> None:
+        """The stock ``stage`` as an expedited one, with its plan: the new stage holds the
+        stock stage's own blocks, downsampling, parameters, buffers and attributes (the
+        same objects: nothing is built or copied), so the state-dict keys, and pickling,
+        are the stock stage's. The backbone puts it in the stock stage's place at build
+        time, as ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` does with its layers:
+        the stock ``__init__`` is not run again (it would build the weights twice, and the
+        stock backbone builds its stages by the stock class's name)."""
+        stock = type(self).__bases__[-1]
         if type(stage) is not stock:
-            raise TypeError(f"{cls.__name__} expedites stages of class {stock.__name__}, got "
-                            f"{type(stage).__name__}")
-        # Why a class change and not a constructor: the stock backbone's __init__ builds its
-        # stages by the stock class's module-global name, so an expedited stage can only be
-        # made after it -- rebuilding it would build the weights twice, and replacing the
-        # backbone's stage loop would copy three packages' forwards. The subclass adds no
-        # parameter or buffer: the state-dict keys, and pickling, are the stock stage's.
-        stage.__class__ = cls
-        stage.plan = plan
-        return stage
+            raise TypeError(f"{type(self).__name__} expedites stages of class "
+                            f"{stock.__name__}, got {type(stage).__name__}")
+        nn.Module.__init__(self)
+        for name, child in stage.named_children():
+            self.add_module(name, child)
+        for name, parameter in stage.named_parameters(recurse=False):
+            self.register_parameter(name, parameter)
+        for name, buffer in stage.named_buffers(recurse=False):
+            self.register_buffer(name, buffer,
+                                 persistent=name not in stage._non_persistent_buffers_set)
+        for name, value in vars(stage).items():     # plain attributes (with_cp, init_cfg...)
+            if name not in vars(self):
+                self.__dict__[name] = value
+        self.train(stage.training)
+        self.plan = plan
 
     def expedited_blocks(self, x: Tensor, hw: Tuple[int, int]) -> Optional[Tensor]:
         """The stage's blocks with clustering; ``None`` if ``hw`` is too small to cluster."""
@@ -165,7 +175,7 @@ class WindowExpediteMixin(ExpediteMixin):
     mmpretrain's are. Takes the stock arguments plus those of
     :data:`~expedite_mm.core.args.WINDOWED_STAGE`. Subclasses name
     ``expedited_stage_class``: a subclass of the stock stage class (with
-    :class:`ExpeditedStageMixin` first) that the expedited stage becomes at build time.
+    :class:`ExpeditedStageMixin` first) that replaces the expedited stage at build time.
 
     The clustered blocks run with window k and shift k // 2 (for the blocks that shift);
     Swin's relative-position-bias tables are bilinearly resized from (2K-1)^2 to (2k-1)^2
@@ -190,7 +200,7 @@ class WindowExpediteMixin(ExpediteMixin):
         self._setup_expedite(depths[stages.stage], (k, k),
                              what=f"blocks of stage {stages.stage}", allowed_reducers=GRID_REDUCERS)
         if self.expedited:
-            self.expedited_stage_class.expedite(stage, StagePlan(
+            self.stages[stages.stage] = self.expedited_stage_class(stage, StagePlan(
                 self.cluster_after, self.reconstruct_after, window_size, k,
                 windows.cluster_padding, stages.attention_mask_shift, self.clustering,
                 self.reconstruction, type(self).__name__))

@@ -6,7 +6,7 @@ from .swin import SwinStageMixin, WindowExpediteMixin
 
 
 class ExpeditedSwinBlockSequenceDet(SwinStageMixin, SwinBlockSequence):
-    """mmdet's Swin stage, expedited (the stock stage becomes one at build time)."""
+    """mmdet's Swin stage, expedited (replaces the stock stage at build time)."""
 
 
 class ExpeditedSwinDet(WindowExpediteMixin, SwinTransformer):

@@ -6,7 +6,7 @@ from .swin import SwinStageMixin, WindowExpediteMixin
 
 
 class ExpeditedSwinBlockSequenceSeg(SwinStageMixin, SwinBlockSequence):
-    """mmseg's Swin stage, expedited (the stock stage becomes one at build time)."""
+    """mmseg's Swin stage, expedited (replaces the stock stage at build time)."""
 
 
 class ExpeditedSwinSeg(WindowExpediteMixin, SwinTransformer):

@@ -77,7 +77,7 @@ def swinv2_block_clustered(block: nn.Module, x: Tensor, hw: Tuple[int, int], win
 
 
 class ExpeditedSwinBlockV2Sequence(ExpeditedStageMixin, SwinBlockV2Sequence):
-    """The expedited SwinV2 stage (its class becomes this one at build time): patch
+    """The expedited SwinV2 stage (replaces the stock stage at build time): patch
     merging first, then the blocks."""
 
     clustered_block = staticmethod(swinv2_block_clustered)

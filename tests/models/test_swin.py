@@ -43,6 +43,29 @@ def test_state_dict_keys_equal_stock(package):
 
 
 @pytest.mark.parametrize("package", PACKAGES)
+def test_expedited_stage_is_built_from_the_stock_stage_and_holds_its_modules(package):
+    """The expedited stage replaces the stock one at build time, an ordinary instance of a
+    subclass of the stock stage class holding the stock stage's own blocks; its class's
+    constructor takes nothing but a stage of that stock class."""
+    torch.manual_seed(0)
+    stock = registry(package).build(dict(type="SwinTransformer", **TINY))
+    torch.manual_seed(0)
+    ours = registry(package).build(dict(type="ExpeditedSwin", **TINY, cluster_after=2))
+    stage = ours.stages[ours.expedited_stage]
+    stock_stage_class = type(stock.stages[0])
+    assert isinstance(stage, stock_stage_class) and type(stage) is not stock_stage_class
+    assert all(type(s) is stock_stage_class for i, s in enumerate(ours.stages)
+               if i != ours.expedited_stage)
+    assert [type(b) for b in stage.blocks] == [type(b) for b in stock.stages[2].blocks]
+    assert stage.plan.cluster_after == 2 and stage.training == ours.training
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in stock.parameters())
+    fresh = type(stage)(stock.stages[1], stage.plan)          # adopts, builds nothing
+    assert fresh.blocks is stock.stages[1].blocks and fresh.downsample is stock.stages[1].downsample
+    with pytest.raises(TypeError, match="expedites stages of class"):
+        type(stage)(stock.stages[1].blocks, stage.plan)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
 @pytest.mark.parametrize("stage,cluster_after,reconstruct_after,k,shape", [
     (2, 2, None, 4, (2, 3, 200, 264)),   # stage-3 map 13x17: padded to 18x18, 3x3 windows
     (2, 3, 5, 4, (1, 3, 192, 192)),      # odd alpha (next block shifted), early reconstruction

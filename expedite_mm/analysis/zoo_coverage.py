@@ -4,7 +4,8 @@ the default rule and checked with random weights.
 
 Each config runs in a child process of its own, under a time limit and a memory cap: a
 config that fails, hangs or runs out of memory becomes its row's reason, not the end of
-the walk. In the child:
+the walk (over the cap, the reason is the refused allocation's error: ``MemoryError``,
+torch's "can't allocate memory", or whatever the C extension that asked raises). In the child:
 
 1. the config is parsed (mmengine, as ``_base_ = '<package>::<config>'`` would load it) and
    its backbone found where the model nests it (:data:`BACKBONE_PATHS`);

@@ -180,7 +180,7 @@ def _check(row: Row, cfg: Any, small: Tuple[int, int], count_flops: bool) -> Non
     from mmengine.registry import DefaultScope
 
     from ..apis.config import as_expedited, default_input_shape, flatten_outputs
-    from ..apis.expedite import default_cluster_after
+    from ..apis.expedite import default_cluster_after, stack_depth
     from ..models.families import BY_NAME
     from ..registration import register_all_modules
     register_all_modules()
@@ -207,10 +207,7 @@ def _check(row: Row, cfg: Any, small: Tuple[int, int], count_flops: bool) -> Non
 
     stock = build(stock_cfg.model.backbone)
     disabled = build(expedited_cfg.model.backbone)
-    if family.kind == "window":
-        depth = len(disabled.stages[expedited_cfg.model.backbone.get("stage", 2)].blocks)
-    else:
-        depth = len(disabled.layers)
+    depth = stack_depth(disabled, family.kind, expedited_cfg.model.backbone.get("stage", 2))
     setting = dict(cluster_after=default_cluster_after(depth))
     row.setting = ", ".join(f"{k}={v}" for k, v in setting.items())
     expedited = build(dict(expedited_cfg.model.backbone, **setting))

@@ -113,8 +113,14 @@ def clustered_depth(cfg: Config) -> int:
     registry = importlib.import_module(f"{scope}.registry").MODELS
     with DefaultScope.overwrite_default_scope(scope):
         backbone = registry.build(backbone_cfg)
-    if family.kind == "window":
-        return len(backbone.stages[backbone_cfg.get("stage", 2)].blocks)
+    return stack_depth(backbone, family.kind, backbone_cfg.get("stage", 2))
+
+
+def stack_depth(backbone: Any, kind: str, stage: int = 2) -> int:
+    """The layers ``cluster_after`` counts in a built backbone of the family table's
+    ``kind``: the blocks of stage ``stage`` of a windowed one, else all its layers."""
+    if kind == "window":
+        return len(backbone.stages[stage].blocks)
     return len(backbone.layers)
 
 
@@ -183,5 +189,5 @@ def expedite_config(config: str, cluster_after: Optional[int] = None,
 
 
 __all__ = ["ExpeditedConfig", "BACKBONE_PATHS", "DEFAULT_CLUSTER_AFTER_SHARE",
-           "find_backbone", "default_cluster_after",
+           "find_backbone", "stack_depth", "default_cluster_after",
            "load_stock", "clustered_depth", "expedite_config"]

@@ -35,5 +35,7 @@ test-classic: env-classic
 	$(PY_CLASSIC) $(PYTEST)
 
 # The edit loop: the pinned stack without the end-to-end runs and full-size FLOP counts
+# (slow), the build of every shipped config (tests/configs) and the command lines
+# (tests/tools); make test runs them all
 test-fast: env
-	$(PY) $(PYTEST) -m "not slow"
+	$(PY) $(PYTEST) -m "not slow" --ignore=tests/configs --ignore=tests/tools

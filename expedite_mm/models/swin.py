@@ -4,8 +4,9 @@
 
 Set up once, at ``__init__`` (ToMe-style): the expedited stage is replaced by an instance
 of a subclass of its stock class (:class:`ExpeditedStageMixin`, built from the stock stage
-and holding its very submodules) whose ``forward`` runs the hourglass loop (:func:`~expedite_mm.core.run_hourglass`)
-over the stage's blocks with the :class:`SwinStageTokens` window adapter; nothing is
+and holding its very submodules) whose ``forward`` runs the hourglass loop
+(:func:`~expedite_mm.core.run_hourglass`) over the stage's blocks with the
+:class:`SwinStageTokens` window adapter; nothing is
 patched per call and no module attribute or parameter is written in a forward, so
 forwards are reentrant and thread-safe. The blocks before clustering and after
 reconstruction are called as they are; the clustered blocks run through

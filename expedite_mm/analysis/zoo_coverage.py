@@ -274,8 +274,9 @@ def _child(connection, row: Row, cfg: Any, memory_gb: float, count_flops: bool) 
 def check_in_child(row: Row, cfg: Any, timeout_s: float = 600, memory_gb: float = 12,
                    count_flops: bool = True) -> Row:
     """:func:`check` in a child process (forked: the parsed config and the imports are
-    the parent's) under a time limit and a memory cap (on top of what the child starts
-    with)."""
+    the parent's) under a time limit and a memory cap (address space on top of what the
+    child starts with: heap its parent had freed is reused uncounted, so the cap holds for
+    a parent that only parsed configs, as the walk's does, not for one that built models)."""
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
     process = context.Process(target=_child, args=(send, row, cfg, memory_gb, count_flops),

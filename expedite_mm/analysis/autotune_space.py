@@ -27,7 +27,8 @@ SEARCH_FAMILIES = {"clustering": "Cluster", "avgpool": "AvgPool", "evit": "EViT"
 #: the families each kind of backbone (the family table's ``kind``) takes
 KIND_FAMILIES = {"vit": ("clustering", "avgpool", "evit", "tome"),
                  "window": ("clustering", "avgpool"), "sam": ("clustering", "avgpool"),
-                 "classification": ("clustering", "evit", "tome")}
+                 "classification": ("clustering", "evit", "tome"),
+                 "pyramid": ("clustering", "avgpool")}
 DEFAULT_RATIOS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_KEEP_RATES = (0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_TOME_R = (4, 8, 12, 16, 20, 24, 32, 40)
@@ -177,11 +178,13 @@ class Structure:
     """What the search space needs to know of the backbone.
 
     Args:
-        kind: the family table's kind (``vit``, ``window``, ``sam``, ``classification``).
-        depth: the layers (windowed backbones: the blocks of the clustered stage).
+        kind: the family table's kind (``vit``, ``window``, ``sam``, ``classification``,
+            ``pyramid``).
+        depth: the layers (hierarchical backbones: the blocks of the clustered stage).
         layer_names: their module names in the model (for the per-layer FLOP counts).
         window_size: windowed backbones and SAM: the (largest) window K.
-        token_grid: plain ViTs: the token grid at the budget's input size.
+        token_grid: plain ViTs and pyramids: the token grid (a pyramid's: of its clustered
+            stage) at the budget's input size.
         logits_ok: whether the logits placement of the reconstruction is possible.
         layer_holds_cost: whether a clustered layer's whole cost is counted in the layer's
             module (then one layer's count stands for every layer's and a chain is counted
@@ -215,7 +218,7 @@ def probe_structure(cfg: Any, model: Any, shape: Sequence[int]) -> Structure:
         shape: the budget's input (H, W).
 
     Raises:
-        AutotuneError: a windowed backbone's ``stage`` outside its stages.
+        AutotuneError: a hierarchical backbone's ``stage`` outside its stages.
     """
     backbone_cfg = cfg.model.backbone
     family = BY_NAME[str(backbone_cfg.type).rpartition(".")[2]]
@@ -230,6 +233,19 @@ def probe_structure(cfg: Any, model: Any, shape: Sequence[int]) -> Structure:
         return Structure(kind, len(blocks), [f"backbone.stages.{stage}.blocks.{i}"
                                              for i in range(len(blocks))],
                          window_size=int(blocks[0].attn.window_size))
+    if kind == "pyramid":                       # MiT: layers[i] = (patch_embed, blocks, norm)
+        stage = backbone_cfg.get("stage", 2)
+        if not 0 <= stage < len(backbone.layers):
+            raise AutotuneError(f"model.backbone.stage={stage} but the backbone has "
+                                f"{len(backbone.layers)} stages")
+        h, w = shape
+        for patch_embed, _, _ in list(backbone.layers)[:stage + 1]:
+            conv = patch_embed.projection          # the stage's overlapping embedding
+            (k, _), (s, _), (p, _) = conv.kernel_size, conv.stride, conv.padding
+            h, w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        blocks = backbone.layers[stage][1]
+        return Structure(kind, len(blocks), [f"backbone.layers.{stage}.1.{i}"
+                                             for i in range(len(blocks))], token_grid=(h, w))
     depth = len(backbone.layers)
     names = [f"backbone.layers.{i}" for i in range(depth)]
     if kind == "sam":
@@ -276,7 +292,7 @@ def search_space(options: AutotuneOptions, cfg: Any, structure: Structure) -> Li
             every.add(own)
         alphas = sorted(every)
     settings: List[Setting] = []
-    if kind in ("vit", "classification"):
+    if kind in ("vit", "classification", "pyramid"):
         grids, seen = [], set()
         for ratio in sorted(options.grid_ratios):
             hw = resolve_grid(ratio, structure.token_grid)

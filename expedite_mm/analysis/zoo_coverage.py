@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
 import multiprocessing
 import os
 import os.path as osp
@@ -58,6 +57,8 @@ SAMPLE = (
     ("mmseg", "segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py"),
     ("mmseg", "swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py"),
     ("mmseg", "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"),
+    ("mmseg", "segformer/segformer_mit-b2_8xb2-160k_ade20k-512x512.py"),
+    ("mmseg", "twins/twins_pcpvt-s_fpn_fpnhead_8xb4-80k_ade20k-512x512.py"),
     ("mmseg", "fcn/fcn_r50-d8_4xb2-40k_cityscapes-512x1024.py"),
     ("mmdet", "swin/retinanet_swin-t-p4-w7_fpn_1x_coco.py"),
     ("mmpretrain", "deit/deit-tiny_4xb256_in1k.py"),
@@ -177,10 +178,9 @@ def _one_line(error: BaseException) -> str:
 def _check(row: Row, cfg: Any, small: Tuple[int, int], count_flops: bool) -> None:
     import torch
     from mmengine.config import Config
-    from mmengine.registry import DefaultScope
 
     from ..apis.config import as_expedited, default_input_shape, flatten_outputs
-    from ..apis.expedite import default_cluster_after, stack_depth
+    from ..apis.expedite import build_backbone, default_cluster_after
     from ..models.families import BY_NAME
     from ..registration import register_all_modules
     register_all_modules()
@@ -196,18 +196,16 @@ def _check(row: Row, cfg: Any, small: Tuple[int, int], count_flops: bool) -> Non
     row.converted = True
     family = BY_NAME[str(expedited_cfg.model.backbone.type)]
     row.expedited_type = family.name
-    registry = importlib.import_module(f"{scope}.registry").MODELS
 
     def build(backbone_cfg: dict) -> torch.nn.Module:
         torch.manual_seed(0)
-        with DefaultScope.overwrite_default_scope(scope):
-            model = registry.build(backbone_cfg)
+        model = build_backbone(backbone_cfg, scope)
         model.eval()
         return model
 
     stock = build(stock_cfg.model.backbone)
     disabled = build(expedited_cfg.model.backbone)
-    depth = stack_depth(disabled, family.kind, expedited_cfg.model.backbone.get("stage", 2))
+    depth = disabled.expedite_depth
     setting = dict(cluster_after=default_cluster_after(depth))
     row.setting = ", ".join(f"{k}={v}" for k, v in setting.items())
     expedited = build(dict(expedited_cfg.model.backbone, **setting))

@@ -224,7 +224,8 @@ def import_custom_modules(cfg: Config) -> None:
 def default_input_shape(cfg: Config) -> Tuple[int, int]:
     """The (H, W) a network sees at test time: the slide crop, else the preprocessor size,
     else the test pipeline's last ``CenterCrop`` (classification), else its ``Resize``
-    scale (short side x long side as a square-ish canvas), else the backbone's
+    (``FixScaleResize``, ``FixShapeResize``) scale (with ``keep_ratio``: short side x long
+    side), else the backbone's
     ``img_size`` (e.g. SAM's encoder, which has no test pipeline)."""
     test_cfg = cfg.model.get("test_cfg") or {}
     if test_cfg.get("mode") == "slide" and test_cfg.get("crop_size"):
@@ -238,7 +239,10 @@ def default_input_shape(cfg: Config) -> Tuple[int, int]:
         crop = crops[-1]
         return (crop, crop) if isinstance(crop, int) else (crop[1], crop[0])
     for step in inference_pipeline(cfg):
-        if step.get("type") in ("Resize", "mmdet.Resize", "RandomResize") and step.get("scale"):
+        kind = str(step.get("type")).rpartition(".")[2]
+        if kind == "FixShapeResize" and step.get("width") and step.get("height"):
+            return step["height"], step["width"]
+        if kind in ("Resize", "RandomResize", "FixScaleResize") and step.get("scale"):
             scale = step["scale"]
             if isinstance(scale, int):
                 return scale, scale
@@ -251,12 +255,13 @@ def default_input_shape(cfg: Config) -> Tuple[int, int]:
 
 
 def inference_pipeline(cfg: Config) -> List[dict]:
-    """The steps of the config's test pipeline (through dataset wrappers)."""
+    """The steps of the config's test pipeline (through dataset wrappers; a concatenation's
+    first dataset), else its top-level ``test_pipeline``."""
     loader = cfg.get("test_dataloader") or {}
     dataset = loader.get("dataset") or {}
-    while "pipeline" not in dataset and "dataset" in dataset:   # wrappers
-        dataset = dataset["dataset"]
-    return list(dataset.get("pipeline", []))
+    while "pipeline" not in dataset and (dataset.get("dataset") or dataset.get("datasets")):
+        dataset = dataset.get("dataset") or dataset["datasets"][0]          # wrappers
+    return list(dataset.get("pipeline") or cfg.get("test_pipeline") or [])
 
 
 def synthetic_batch(model: torch.nn.Module, shape: Tuple[int, int], batch_size: int = 1,

@@ -19,7 +19,7 @@ import importlib
 import os.path as osp
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 from mmengine.config import Config
 
@@ -35,7 +35,7 @@ BACKBONE_PATHS = ("backbone", "image_encoder", "detector.backbone", "vision_back
                   "visual_encoder", "vision_encoder", "img_backbone")
 
 #: which size key each kind of the family table takes
-_SIZE_KEY = {"vit": "cluster_grid", "classification": "cluster_grid",
+_SIZE_KEY = {"vit": "cluster_grid", "classification": "cluster_grid", "pyramid": "cluster_grid",
              "window": "clustered_window_size", "sam": "clustered_window_size"}
 
 
@@ -100,28 +100,23 @@ def load_stock(config: str) -> Config:
                 from None
 
 
-def clustered_depth(cfg: Config) -> int:
-    """The layers of the stack ``cluster_after`` counts in, read off the built backbone
-    (random weights): a plain ViT's layers, a windowed backbone's blocks of its clustered
-    stage."""
+def build_backbone(backbone_cfg: Mapping[str, Any], scope: str) -> Any:
+    """A backbone built with random weights from the registry of package ``scope``, in
+    that scope (as the config's ``default_scope`` would), every family registered."""
     from mmengine.registry import DefaultScope
     from ..registration import register_all_modules
     register_all_modules()
-    scope = cfg.get("default_scope") or "mmseg"
-    backbone_cfg = cfg.model.backbone
-    family = BY_NAME[str(backbone_cfg.type).rpartition(".")[2]]
     registry = importlib.import_module(f"{scope}.registry").MODELS
     with DefaultScope.overwrite_default_scope(scope):
-        backbone = registry.build(backbone_cfg)
-    return stack_depth(backbone, family.kind, backbone_cfg.get("stage", 2))
+        return registry.build(backbone_cfg)
 
 
-def stack_depth(backbone: Any, kind: str, stage: int = 2) -> int:
-    """The layers ``cluster_after`` counts in a built backbone of the family table's
-    ``kind``: the blocks of stage ``stage`` of a windowed one, else all its layers."""
-    if kind == "window":
-        return len(backbone.stages[stage].blocks)
-    return len(backbone.layers)
+def clustered_depth(cfg: Config) -> int:
+    """The layers of the stack ``cluster_after`` counts in (``expedite_depth``: a plain
+    ViT's layers, a hierarchical backbone's blocks of its expedited stage), read off the
+    backbone built with random weights."""
+    return build_backbone(cfg.model.backbone, cfg.get("default_scope") or "mmseg"
+                          ).expedite_depth
 
 
 def expedite_config(config: str, cluster_after: Optional[int] = None,
@@ -189,5 +184,5 @@ def expedite_config(config: str, cluster_after: Optional[int] = None,
 
 
 __all__ = ["ExpeditedConfig", "BACKBONE_PATHS", "DEFAULT_CLUSTER_AFTER_SHARE",
-           "find_backbone", "stack_depth", "default_cluster_after",
+           "find_backbone", "default_cluster_after", "build_backbone",
            "load_stock", "clustered_depth", "expedite_config"]

@@ -111,16 +111,17 @@ class Part:
 # --------------------------------------------------------------------------- the parts
 @dataclass(frozen=True)
 class GridArgs(Part):
-    """Plain ViTs cluster the whole token grid.
+    """Plain ViTs (and MiT's expedited stage) cluster the whole token grid.
 
     Args:
         cluster_grid: the ``h x w`` cluster centres: an int, an ``(h, w)`` pair, or a ratio
             in (0, 1] of the token grid (default 0.7: 40x40 tokens -> 28x28 centres).
     """
 
-    belongs_to: ClassVar[str] = ("plain ViT backbones (the h x w centres of the whole token "
-                                 "grid); windowed backbones cluster every K x K window to "
-                                 "k x k centres: set clustered_window_size=k instead")
+    belongs_to: ClassVar[str] = ("plain ViT backbones and MiT's stages (the h x w centres "
+                                 "of the whole token grid); windowed backbones cluster every "
+                                 "K x K window to k x k centres: set clustered_window_size=k "
+                                 "instead")
     cluster_grid: GridSpec = checked(DEFAULT_GRID, validate_grid)
 
 
@@ -178,21 +179,32 @@ class WindowArgs(Part):
 
 @dataclass(frozen=True)
 class StageArgs(Part):
-    """Hierarchical windowed backbones expedite one stage.
+    """Hierarchical backbones expedite one stage.
 
     Args:
-        stage: 0-based index of the stage whose windows are clustered (default 2, the
-            third); ``cluster_after`` / ``reconstruct_after`` count its blocks. The paper
-            counts alpha over all blocks: its Swin-L (depths 2, 2, 18, 2) alpha=10 is
-            ``stage=2, cluster_after=6``.
+        stage: 0-based index of the stage whose tokens are clustered (default 2, the
+            third: the deepest of Swin's and MiT's); ``cluster_after`` / ``reconstruct_after``
+            count its blocks. The paper counts alpha over all blocks: its Swin-L (depths 2,
+            2, 18, 2) alpha=10 is ``stage=2, cluster_after=6``.
+    """
+
+    belongs_to: ClassVar[str] = ("hierarchical backbones (Swin, SwinV2, MiT); this "
+                                 "backbone has one stack of layers")
+    stage: int = checked(2, lambda value, name: _stage(value, name))
+
+
+@dataclass(frozen=True)
+class ShiftArgs(Part):
+    """Shifted-window backbones choose the attention mask of their clustered blocks.
+
+    Args:
         attention_mask_shift: ``'clustered'`` (default): the shifted clustered blocks roll
             by k // 2 and mask with the same shift. ``'stock'``: mask with the stage's own
             shift K // 2 while rolling by k // 2, as Expedit-Mask2Former's code does.
     """
 
-    belongs_to: ClassVar[str] = ("hierarchical windowed backbones (Swin, SwinV2); this "
-                                 "backbone has one stack of layers and no shifted windows")
-    stage: int = checked(2, lambda value, name: _stage(value, name))
+    belongs_to: ClassVar[str] = ("hierarchical windowed backbones (Swin, SwinV2), whose "
+                                 "blocks shift their windows")
     attention_mask_shift: str = checked("clustered", choice(*MASK_SHIFTS))
 
 
@@ -226,7 +238,7 @@ class ClassificationArgs(Part):
 
 
 PARTS = {"grid": GridArgs, "placement": PlacementArgs, "windows": WindowArgs,
-         "stages": StageArgs, "classification": ClassificationArgs}
+         "stages": StageArgs, "shifts": ShiftArgs, "classification": ClassificationArgs}
 
 
 # --------------------------------------------------------------------------- the arguments
@@ -259,7 +271,7 @@ class ExpediteArgs(Part):
             at the same budget instead of the method (``expedite_mm.ops.reducers``:
             'AvgPool', 'EViT', 'ToMe' / 'Bilinear', 'Scatter', 'Unmerge'); ``None``
             (default) is the method, configured by the arguments above.
-        grid, placement, windows, stages, classification: the family's parts (``None``
+        grid, placement, windows, stages, shifts, classification: the family's parts (``None``
             where the family has none).
     """
 
@@ -278,6 +290,7 @@ class ExpediteArgs(Part):
     placement: Optional[PlacementArgs] = None
     windows: Optional[WindowArgs] = None
     stages: Optional[StageArgs] = None
+    shifts: Optional[ShiftArgs] = None
     classification: Optional[ClassificationArgs] = None
 
     def cross_check(self) -> None:
@@ -399,10 +412,12 @@ class ArgsFamily:
 DENSE_VIT = ArgsFamily(("grid", "placement"))
 CLASSIFICATION_VIT = ArgsFamily(("grid", "classification"),
                                 dict(temperature=DEFAULT_CLASSIFICATION_TEMPERATURE))
-WINDOWED_STAGE = ArgsFamily(("windows", "stages"), dict(reconstruct_k=DEFAULT_WINDOW_K))
+WINDOWED_STAGE = ArgsFamily(("windows", "stages", "shifts"),
+                            dict(reconstruct_k=DEFAULT_WINDOW_K))
+GRID_STAGE = ArgsFamily(("grid", "stages"))
 WINDOWED_VIT = ArgsFamily(("windows",), dict(reconstruct_k=DEFAULT_WINDOW_K))
 
 __all__ = ["ExpediteArgs", "GridArgs", "PlacementArgs", "WindowArgs", "StageArgs",
-           "ClassificationArgs", "ArgsFamily", "DENSE_VIT", "CLASSIFICATION_VIT",
-           "WINDOWED_STAGE", "WINDOWED_VIT", "DEFAULT_GRID",
+           "ShiftArgs", "ClassificationArgs", "ArgsFamily", "DENSE_VIT", "CLASSIFICATION_VIT",
+           "WINDOWED_STAGE", "WINDOWED_VIT", "GRID_STAGE", "DEFAULT_GRID",
            "DEFAULT_CLASSIFICATION_TEMPERATURE", "PLACEMENTS", "PARTS"]

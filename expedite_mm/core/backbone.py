@@ -30,7 +30,9 @@ class ExpediteMixin:
     ``expedite_args`` (validated), ``cluster_after`` / ``reconstruct_after`` (``None``
     when disabled; ``reconstruct_after`` also where the backbone never reconstructs),
     ``clustering`` / ``reconstruction`` (the operator pair, ``None`` when disabled),
-    ``reducer_type`` / ``reconstructor_type``.
+    ``reducer_type`` / ``reconstructor_type``, ``expedite_depth`` (the layers
+    ``cluster_after`` counts in: all of a plain ViT's, the blocks of a hierarchical
+    backbone's expedited stage; also when disabled).
     """
 
     expedite_family: ClassVar[ArgsFamily] = DENSE_VIT
@@ -40,6 +42,7 @@ class ExpediteMixin:
     reconstruction: Optional[nn.Module]
     reducer_type: Optional[str] = None
     reconstructor_type: Optional[str] = None
+    expedite_depth: int
 
     def __init__(self, *args, **kwargs) -> None:
         expedite_args = self.expedite_family.pop_from(kwargs)
@@ -49,6 +52,7 @@ class ExpediteMixin:
     def _setup_expedite(self, depth: int, grid: GridSpec, what: str = "layers",
                         allowed_reducers: Sequence[str] = tuple(REDUCERS)) -> None:
         args = self.expedite_args
+        self.expedite_depth = depth
         self.cluster_after, self.reconstruct_after = args.span(depth, what)
         # Built even when disabled, so that bad reducer options fail now; parameter-free.
         operators = args.build_operators(grid, allowed_reducers)

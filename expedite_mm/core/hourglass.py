@@ -50,7 +50,8 @@ class TokenAdapter:
         return self.model.layers
 
     def too_small(self, hw: HW) -> Optional[str]:
-        """What clustering ``hw`` tokens would give if that is not fewer tokens, else None."""
+        """What clustering ``hw`` tokens would give and why the layers cannot take it (not
+        fewer tokens), or None where they can."""
         raise NotImplementedError
 
     def layer(self, index: int, layer: nn.Module, x: Tensor, state: Any) -> Tensor:
@@ -90,7 +91,7 @@ class GridTokens(TokenAdapter):
         if can_cluster(self.model.clustering.grid, hw):
             return None
         h, w = resolve_grid(self.model.clustering.grid, hw)
-        return f"{h}x{w} centres"
+        return f"{h}x{w} centres, not fewer tokens"
 
     def split(self, x: Tensor) -> Tuple[Optional[Tensor], Tensor]:
         n = self.extra_tokens
@@ -134,7 +135,8 @@ class WindowTokens(TokenAdapter):
 
     def too_small(self, hw: HW) -> Optional[str]:
         h, w = self.model.clustered_hw(hw)
-        return None if h * w < hw[0] * hw[1] else f"a {h}x{w} map of window centres"
+        return None if h * w < hw[0] * hw[1] else (f"a {h}x{w} map of window centres, not "
+                                                    f"fewer tokens")
 
     def cluster(self, x: Tensor, hw: HW) -> Tuple[Tensor, Any]:
         return cluster_windows(self.model.clustering, x, hw, self.model.window_size,
@@ -198,14 +200,15 @@ _WARNED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
 
 
 def warn_fallback(model: nn.Module, hw: HW, clustered: str, owner: Optional[str] = None) -> None:
-    """Warn (once per ``model``) that clustering ``hw`` tokens would not reduce them
-    (``owner``: the backbone's name, where ``model`` is one of its stages)."""
+    """Warn (once per ``model``) that clustering ``hw`` tokens would give ``clustered``
+    (the adapter's ``too_small``), which the layers cannot take (``owner``: the backbone's
+    name, where ``model`` is one of its stages)."""
     if model in _WARNED:
         return
     _WARNED.add(model)
-    warnings.warn(f"{owner or type(model).__name__}: clustering the token grid {tuple(hw)} would give "
-                  f"{clustered}, not fewer tokens; running the stock (unexpedited) forward "
-                  f"for such inputs", RuntimeWarning, stacklevel=4)
+    warnings.warn(f"{owner or type(model).__name__}: clustering the token grid {tuple(hw)} "
+                  f"would give {clustered}; running the stock (unexpedited) forward for such "
+                  f"inputs", RuntimeWarning, stacklevel=4)
 
 
 __all__ = ["TokenAdapter", "GridTokens", "WindowTokens", "run_hourglass", "warn_fallback"]

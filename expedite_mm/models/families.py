@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Dict, Mapping, Optional, Tuple
 
 #: the tuner's kinds: which reducer families it searches and how it counts a layer's cost
-KINDS = ("vit", "window", "sam", "classification")
+KINDS = ("vit", "window", "sam", "classification", "pyramid")
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,8 @@ FAMILIES: Tuple[Family, ...] = (
     Family("ExpeditedViTSAM", "ViTSAM", "mmpretrain",
            {"mmdet": _M + "vit_sam:ExpeditedViTSAM", "mmseg": _M + "vit_sam:ExpeditedViTSAM"},
            kind="sam", also_registers=(_M + "vit_sam:SAMImageEncoder", _M + "vit_sam:ViTSAM")),
+    Family("ExpeditedMiT", "MixVisionTransformer", "mmseg",
+           {"mmseg": _M + "mit:ExpeditedMiT"}, kind="pyramid"),
     Family("ExpeditedVisionTransformer", "VisionTransformer", "mmpretrain",
            {"mmpretrain": _M + "vit_mmpretrain:ExpeditedVisionTransformer"},
            kind="classification"),

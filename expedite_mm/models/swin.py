@@ -203,8 +203,8 @@ class WindowExpediteMixin(ExpediteMixin):
         if self.expedited:
             self.stages[stages.stage] = self.expedited_stage_class(stage, StagePlan(
                 self.cluster_after, self.reconstruct_after, window_size, k,
-                windows.cluster_padding, stages.attention_mask_shift, self.clustering,
-                self.reconstruction, type(self).__name__))
+                windows.cluster_padding, self.expedite_args.shifts.attention_mask_shift,
+                self.clustering, self.reconstruction, type(self).__name__))
 
 
 class SwinStageMixin(ExpeditedStageMixin):

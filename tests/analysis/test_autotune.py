@@ -81,6 +81,16 @@ test_pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(96, 
                  dict(type='PackSegInputs')]
 test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 """
+# a stock mmseg SegFormer encoder (MiT; stage 2: 5 blocks on a 6 x 6 map at 96 x 96) with
+# SegFormer's head, in the Swin's segmentor
+TINY_SEGFORMER = """
+_base_ = './tiny_swin.py'
+model = dict(backbone=dict(_delete_=True, type='MixVisionTransformer', embed_dims=16,
+                           num_layers=[1, 1, 5, 1], num_heads=[1, 2, 2, 4]),
+             decode_head=dict(_delete_=True, type='SegformerHead', in_channels=[16, 32, 32, 64],
+                              in_index=[0, 1, 2, 3], channels=16, num_classes=5,
+                              loss_decode=dict(type='CrossEntropyLoss')))
+"""
 # SAM's image encoder, tiny: windows of 6, global attention in layers 3 and 6
 TINY_SAM = """
 default_scope = 'mmseg'
@@ -114,6 +124,7 @@ def tiny(tmp_path_factory):
     (root / "tiny_sam.py").write_text(TINY_SAM)
     (root / "tiny_hybrid.py").write_text(TINY_HYBRID)
     (root / "tiny_beit.py").write_text(TINY_BEIT)
+    (root / "tiny_segformer.py").write_text(TINY_SEGFORMER)
     (root / "tiny_classifier.py").write_text(TINY_CLASSIFIER.format(swag=osp.join(
         ROOT, "configs/swag/vit-large-p16_swag-pre_3rdparty_in1k-512px.py")))
     torch.manual_seed(0)
@@ -129,7 +140,7 @@ def tiny(tmp_path_factory):
     return {"root": root, "config": str(config), "checkpoint": str(checkpoint),
             "images": str(images), "swin": str(root / "tiny_swin.py"),
             "sam": str(root / "tiny_sam.py"), "hybrid": str(root / "tiny_hybrid.py"),
-            "beit": str(root / "tiny_beit.py"),
+            "beit": str(root / "tiny_beit.py"), "segformer": str(root / "tiny_segformer.py"),
             "classifier": str(root / "tiny_classifier.py")}
 
 
@@ -350,11 +361,12 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny, tuned, tmp_path, monk
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["swin", "hybrid", "beit", "classifier"])
+@pytest.mark.parametrize("which", ["swin", "hybrid", "beit", "segformer", "classifier"])
 def test_other_backbones_end_to_end(tiny, tmp_path, capsys, which):
     """A stock Swin config (alpha in stage 2, the clustered window size), a Segmenter on
     DPT's hybrid ViT (the ResNet before the ViT; replaying the stock layers gives the full
-    model's prediction), BEiT (its position bias read for the centres), and a
+    model's prediction), BEiT (its position bias read for the centres), SegFormer (the
+    centres of MiT's stage 2), and a
     classification ViT with EViT's keep rate and ToMe's r as families: the written config
     is ours, within the budget."""
     from mmengine.config import Config
@@ -398,7 +410,8 @@ def test_other_backbones_end_to_end(tiny, tmp_path, capsys, which):
     else:
         assert {r["grid_hw"] for r in rows[1:]} == ({"4x4", "6x6"} if which == "hybrid"
                                                     else {"3x3", "4x4"})
-        assert backbone.type == {"hybrid": "ExpeditedHybridViT", "beit": "ExpeditedBEiT"}[which]
+        assert backbone.type == {"hybrid": "ExpeditedHybridViT", "beit": "ExpeditedBEiT",
+                                 "segformer": "ExpeditedMiT"}[which]
         assert tuple(backbone.cluster_grid) == tuple(int(v) for v in chosen["grid_hw"].split("x"))
 
 
@@ -424,12 +437,14 @@ def test_hybrid_with_resnet_taps_offers_the_backbone_placement_only(tiny, tmp_pa
     ("swin", ["clustering", "avgpool"], [1, 3, 5], [0.5]),
     ("sam", ["clustering"], None, [0.5, 0.8]),
     ("hybrid", ["clustering", "evit"], None, [0.5]),
-    ("beit", ["clustering", "avgpool"], None, [0.5])])
+    ("beit", ["clustering", "avgpool"], None, [0.5]),
+    ("segformer", ["clustering", "avgpool"], None, [0.5, 0.7])])
 def test_flop_model_matches_real_counts(tiny, which, families, alphas, ratios):
     """Every setting's FLOPs as the tool derives them from one count per chain (plain ViTs:
     a stubbed count of the clustered layers; others: a count at the smallest alpha) equal
     the setting's own fvcore count, for both placements, baseline families, a windowed
-    backbone, SAM's encoder (windowed and global layers), DPT's hybrid ViT and BEiT."""
+    backbone, SAM's encoder (windowed and global layers), DPT's hybrid ViT, BEiT and
+    SegFormer's MiT (one stage of a pyramid)."""
     tuner, settings = tuner_for(tiny[which], families=families, alphas=alphas,
                                 grid_ratios=ratios)
     tuner.prepare_chains(settings)
@@ -452,6 +467,11 @@ def test_flop_model_matches_real_counts(tiny, which, families, alphas, ratios):
     elif which == "beit":               # avgpool keeps a grid: BEiT reads its bias on it
         assert {s.family for s in settings} == {"clustering", "avgpool"}
         assert tuner.structure.token_grid == (6, 6)
+    elif which == "segformer":          # stage 2 of 96 x 96: a 6 x 6 map, 3x3 and 4x4 centres
+        assert tuner.structure.token_grid == (6, 6) and tuner.structure.depth == 5
+        assert {(s.alpha, s.grid) for s in settings} == {(a, g) for a in range(1, 5)
+                                                         for g in (0.5, 0.7)}
+        assert {s.placement for s in settings} == {""}
     for s in settings:
         if derived[s]["flops"] == "counted":          # a chain's own count
             assert not plain

@@ -24,8 +24,10 @@ def sample(tmp_path_factory):
 def test_the_sample_passes_where_a_family_covers_it_and_says_why_not_elsewhere(sample):
     rows, _ = sample
     by_config = {r.config.split("/")[0]: r for r in rows}
+    by_config["segformer"] = [r for r in rows if "mit-b2" in r.config][0]
     assert [(r.package, r.config) for r in rows] == list(zoo.SAMPLE)
     for name, expedited in [("segmenter", "ExpeditedViT"), ("swin", "ExpeditedSwin"),
+                            ("segformer", "ExpeditedMiT"),
                             ("deit", "ExpeditedVisionTransformer")]:
         row = by_config[name]
         assert row.transformer and row.converted and row.passed and not row.reason, row
@@ -33,15 +35,23 @@ def test_the_sample_passes_where_a_family_covers_it_and_says_why_not_elsewhere(s
         assert 0 < row.gflops_ratio < 1
         assert row.gflops_ratio == pytest.approx(row.gflops_expedited / row.gflops_stock,
                                                  abs=1e-3)
-    # the default rule: 5 of ViT-T's 12 layers, 3 of Swin-T's third stage of 6
+    # the default rule: 5 of ViT-T's 12 layers, 3 of Swin-T's third stage of 6, 3 of the
+    # 6 blocks of MiT-B2's third stage (5/12 of 6 = 2.5, half up)
     assert by_config["segmenter"].setting == "cluster_after=5"
+    assert by_config["segformer"].setting == "cluster_after=3"
+    # MiT-B0's third stage has 2 blocks of 160 channels: clustering after the first costs
+    # more than the one block it shortens saves, and the row says so
+    b0 = [r for r in rows if "mit-b0" in r.config][0]
+    assert b0.converted and not b0.passed and b0.setting == "cluster_after=1"
+    assert b0.gflops_ratio > 1 and b0.reason == \
+        f"GFLOPs ratio {b0.gflops_ratio:.3f} at 512x512 is not below 1"
     assert by_config["segmenter"].input_size == "512x512"
     detector = [r for r in rows if r.package == "mmdet"][0]
     assert detector.passed and detector.setting == "cluster_after=3"
     assert detector.input_size == "800x1333"                     # the config's own size
-    segformer = by_config["segformer"]
-    assert segformer.transformer and not segformer.converted and not segformer.passed
-    assert segformer.reason == "no family expedites MixVisionTransformer"
+    twins = by_config["twins"]
+    assert twins.transformer and not twins.converted and not twins.passed
+    assert twins.reason == "no family expedites PCPVT"
     cnn = by_config["fcn"]
     assert (cnn.backbone_type, cnn.transformer, cnn.reason) == \
         ("ResNetV1c", False, "not a transformer backbone")
@@ -49,10 +59,13 @@ def test_the_sample_passes_where_a_family_covers_it_and_says_why_not_elsewhere(s
 
 def test_the_page_counts_and_explains(sample):
     rows, page = sample
-    assert "| all | 6 | 5 | 4 | 4 |" in page
-    assert "| mmseg | `MixVisionTransformer` | 1 | 0 | 0 |  |" in page
-    assert ("| mmseg | `segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py` | "
-            "`MixVisionTransformer` | no family expedites MixVisionTransformer |") in page
+    assert "| all | 8 | 7 | 6 | 5 |" in page
+    assert "| mmseg | `PCPVT` | 1 | 0 | 0 |  |" in page
+    b2 = [r for r in rows if "mit-b2" in r.config][0]       # the passing one's ratio only
+    assert (f"| mmseg | `MixVisionTransformer` | 2 | 2 | 1 | {b2.gflops_ratio:.3f}-"
+            f"{b2.gflops_ratio:.3f} |") in page
+    assert ("| mmseg | `twins/twins_pcpvt-s_fpn_fpnhead_8xb4-80k_ade20k-512x512.py` | "
+            "`PCPVT` | no family expedites PCPVT |") in page
     assert "not a transformer backbone 1" in page and "`PCPVT`" in page
 
 

@@ -16,6 +16,7 @@ from harness import command_exit_code
 
 SEGMENTER_T = "mmseg::segmenter/segmenter_vit-t_mask_8xb1-160k_ade20k-512x512.py"
 MASK_RCNN_SWIN_T = "mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py"
+SEGFORMER_B5 = "mmseg::segformer/segformer_mit-b5_8xb2-160k_ade20k-512x512.py"
 
 TINY_STOCK = """
 default_scope = 'mmseg'
@@ -103,6 +104,18 @@ def test_a_shipped_mmdet_swin_config_by_name_with_a_window_size(tmp_path):
         expedite_config(MASK_RCNN_SWIN_T, size=0.5)
 
 
+def test_a_shipped_segformer_config_expedites_its_deepest_stage(tmp_path):
+    """SegFormer MiT-B5 as mmseg ships it: the default rule counts the 40 blocks of its
+    third stage (5/12 of 40 -> 17); a grid ratio is MiT's cluster_grid."""
+    result = expedite_config(SEGFORMER_B5, size=0.5)
+    assert (result.stock_type, result.expedited_type, result.depth) == \
+        ("MixVisionTransformer", "ExpeditedMiT", 40)
+    assert dict(result.settings) == {"cluster_after": 17, "cluster_grid": 0.5}
+    cfg = load_config(write(tmp_path / "expedited.py", result.text))
+    assert cfg.model.backbone.type == "ExpeditedMiT" and cfg.model.backbone.num_layers == \
+        [3, 6, 40, 3]
+
+
 @pytest.mark.parametrize("given, message", [
     (dict(cluster_after=6), "cluster_after"),                # the backbone has 6 layers
     (dict(cluster_after=2, size=1.5), "cluster_grid"),      # a ratio above 1
@@ -124,8 +137,8 @@ def test_command_writes_the_file_and_refuses_in_one_line_writing_nothing(tmp_pat
         ("ExpeditedViT", 2, (4, 5))
     assert "stock_expedite.py: VisionTransformer -> ExpeditedViT" in capsys.readouterr().out
     refusals = {
-        "segformer": ("mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py",
-                      "'MixVisionTransformer'"),
+        "twins": ("mmseg::twins/twins_pcpvt-s_uperhead_8xb4-160k_ade20k-512x512.py",
+                  "'PCPVT'"),
         "missing": ("mmseg::segmenter/no_such_config.py", "no config"),
         "expedited": (osp.join(osp.dirname(osp.dirname(osp.dirname(__file__))), "configs",
                                "segmenter", "segmenter_vit-b_expedite-a6-24x24_ade20k-"
@@ -185,3 +198,22 @@ def test_a_backbone_nested_in_the_model_is_found_and_written_there(tmp_path):
     cfg = load_config(write(tmp_path / "expedited.py", result.text))
     assert cfg.custom_imports.imports == ["os.path", "expedite_mm"]
     assert cfg.model.detector.backbone.num_layers == 4 and "backbone" not in cfg.model
+
+
+def test_the_input_shape_is_read_from_the_zoos_test_pipelines():
+    """The config's own input size, as the expedite command and the zoo walk take it, from
+    the pipelines the zoos write: mmdet's FixScaleResize inside a concatenation of test
+    sets, FixShapeResize, a top-level test_pipeline only."""
+    from mmengine.config import Config
+
+    from expedite_mm.apis.config import default_input_shape
+    fix_scale = dict(type="FixScaleResize", scale=(800, 1333), keep_ratio=True)
+    concat = dict(type="ConcatDataset", datasets=[dict(type="A", pipeline=[fix_scale]),
+                                                  dict(type="B", pipeline=[])])
+    for cfg, shape in [
+            (dict(test_dataloader=dict(dataset=concat)), (800, 1333)),
+            (dict(test_dataloader=dict(dataset=dict(pipeline=[dict(
+                type="mmdet.FixShapeResize", width=1024, height=768)]))), (768, 1024)),
+            (dict(test_pipeline=[dict(type="Resize", scale=(1333, 800), keep_ratio=True)]),
+             (800, 1333))]:
+        assert default_input_shape(Config(dict(cfg, model=dict()))) == shape

@@ -107,6 +107,7 @@ def test_families_compose_their_parts():
         "clustered_window_size", "cluster_padding", "stage", "attention_mask_shift"}
     assert set(core_args.WINDOWED_VIT.names()) == shared | {"clustered_window_size",
                                                              "cluster_padding"}
+    assert set(core_args.GRID_STAGE.names()) == shared | {"cluster_grid", "stage"}
     args = core_args.CLASSIFICATION_VIT.parse(dict(cluster_after=np.int64(3),
                                                    cluster_grid=[4, 5]))
     assert args.cluster_after == 3 and type(args.cluster_after) is int
@@ -117,7 +118,9 @@ def test_families_compose_their_parts():
 
 
 @pytest.mark.parametrize("family,key,where", [
-    (core_args.DENSE_VIT, "stage", "hierarchical windowed backbones"),
+    (core_args.DENSE_VIT, "stage", "hierarchical backbones"),
+    (core_args.GRID_STAGE, "attention_mask_shift", "hierarchical windowed backbones"),
+    (core_args.GRID_STAGE, "clustered_window_size", "windowed backbones"),
     (core_args.DENSE_VIT, "reconstruct", "classification backbones"),
     (core_args.WINDOWED_STAGE, "cluster_grid", "plain ViT backbones"),
     (core_args.WINDOWED_VIT, "attention_mask_shift", "hierarchical windowed backbones"),
@@ -142,9 +145,11 @@ def test_fallback_warns_once_per_model_and_writes_nothing_on_it():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for model in (first, first, second, first):
-            warn_fallback(model, (3, 4), "5x5 centres")
+            warn_fallback(model, (3, 4), "5x5 centres, not fewer tokens")
     assert [str(w.message).split(":")[0] for w in caught] == ["Linear", "Linear"]
-    assert "not fewer tokens" in str(caught[0].message)
+    assert str(caught[0].message) == ("Linear: clustering the token grid (3, 4) would give 5x5 "
+                                      "centres, not fewer tokens; running the stock "
+                                      "(unexpedited) forward for such inputs")
     assert dict(vars(first)) == before
 
 

@@ -26,6 +26,7 @@ SWINV2 = dict(arch=dict(embed_dims=16, depths=[1, 1, 4, 1], num_heads=[1, 1, 2, 
                         extra_norm_every_n_blocks=0),
               window_size=[8, 8, 8, 4], pretrained_window_sizes=[6, 6, 6, 3],
               out_indices=(0, 1, 2, 3), pad_small_map=True, drop_path_rate=0.0)
+MIT = dict(embed_dims=16, num_layers=[1, 1, 3, 1], num_heads=[1, 1, 2, 2])
 # (name, registry package, type, stock arguments, expedite arguments, two input sizes)
 BACKBONES = {
     "vit": ("mmseg", "ExpeditedViT", VIT, dict(cluster_after=1, reconstruct_after=3,
@@ -36,6 +37,9 @@ BACKBONES = {
     "swinv2": ("mmdet", "ExpeditedSwinV2", SWINV2, dict(cluster_after=1, clustered_window_size=6,
                                                        cluster_window=3),
                [(1, 3, 224, 224), (2, 3, 288, 224)]),
+    "mit": ("mmseg", "ExpeditedMiT", MIT, dict(cluster_after=1, cluster_grid=(4, 5),
+                                              cluster_window=3),
+            [(1, 3, 128, 128), (2, 3, 112, 160)]),
 }
 
 
@@ -164,7 +168,8 @@ def test_the_repository_documents_itself():
 
 @needs_fullgraph_compile
 @pytest.mark.parametrize("name,changes", [
-    ("swin", {}), ("swin", dict(cluster_padding=False)), ("swinv2", {}), ("vit", {})])
+    ("swin", {}), ("swin", dict(cluster_padding=False)), ("swinv2", {}), ("vit", {}),
+    ("mit", {})])
 def test_forward_compiles_into_one_graph(name, changes):
     """No per-call patching and shape-only index tables: dynamo traces the whole expedited
     forward without a graph break, and the compiled model gives the eager outputs."""
@@ -191,6 +196,11 @@ def test_forward_compiles_into_one_graph(name, changes):
     ("swin", dict(cluster_grid=0.7), "set clustered_window_size=k instead"),
     ("vit", dict(clustered_window_size=8), "ViT backbones take cluster_grid"),
     ("vit", dict(cluster_after=1, reconstruct_after=9), r"reconstruct_after must be an int in \[2, 4\]"),
+    ("mit", dict(stage=4), r"stage must be an int in \[0, 3\]"),
+    ("mit", dict(cluster_after=3), r"cluster_after must be an int in \[0, 2\] \(the number of "
+                                   r"blocks of stage 2 before clustering"),
+    ("mit", dict(attention_mask_shift="stock"), "blocks shift their windows"),
+    ("mit", dict(reducer=dict(type="EViT")), "reducer"),
 ])
 def test_bad_arguments_fail_at_build_naming_the_parameter(name, kwargs, match):
     with pytest.raises(ValueError, match=match):

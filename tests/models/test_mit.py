@@ -1,0 +1,120 @@
+"""ExpeditedMiT against mmseg's MixVisionTransformer (SegFormer's encoder; docs/method.md
+§4.5): disabled is the stock backbone bit for bit, the expedited stage is the method
+written out, and inputs too small for the stage's spatial reduction fall back to stock."""
+import pytest
+import torch
+from mmseg.models.backbones import MixVisionTransformer
+from mmseg.registry import MODELS
+
+import expedite_mm
+
+expedite_mm.register_all_modules()  # registers ExpeditedMiT
+from expedite_mm.ops import TokenClustering, TokenReconstruction
+from harness import assert_stock_fallback_once
+
+# MiT-B0's widths with fewer blocks: stage 2 has 4 blocks, sr_ratios (8, 4, 2, 1)
+SMALL = dict(embed_dims=16, num_layers=[1, 1, 4, 1], num_heads=[1, 2, 2, 4],
+             out_indices=(0, 1, 2, 3))
+
+
+def build_pair(**expedite):
+    """A stock MiT and an ExpeditedMiT with the same (random) weights, in eval mode."""
+    torch.manual_seed(0)
+    stock = MixVisionTransformer(**SMALL).eval()
+    ours = MODELS.build(dict(type="ExpeditedMiT", **SMALL, **expedite)).eval()
+    ours.load_state_dict(stock.state_dict(), strict=True)
+    return stock, ours
+
+
+def reference(stock, x, stage, cluster_after, reconstruct_after, clustering, reconstruction):
+    """The method written out for one MiT stage: its blocks 1..alpha on the token map,
+    clustering to the h x w centres, blocks alpha+1..alpha+beta on the centres as an
+    h x w map, reconstruction (after the stage's norm when alpha+beta = depth), the rest
+    on the full map; the other stages stock."""
+    outs = []
+    for index, (patch_embed, blocks, norm) in enumerate(stock.layers):
+        x, hw = patch_embed(x)
+        state, grid = None, hw
+        for number, block in enumerate(blocks, start=1):
+            if index == stage and number - 1 == cluster_after:
+                x, state = clustering(x, hw)
+                grid = clustering.grid
+            x = block(x, grid)
+            if number == len(blocks):
+                x = norm(x)
+            if state is not None and number == reconstruct_after:
+                x, state, grid = reconstruction(x, state), None, hw
+        B, _, C = x.shape
+        x = x.transpose(1, 2).reshape(B, C, *hw)
+        outs.append(x)
+    return outs
+
+
+def test_disabled_is_bit_identical_with_the_stock_state_dict_keys():
+    stock, ours = build_pair()
+    assert not ours.expedited
+    x = torch.randn(2, 3, 97, 131)                                 # odd, non-square, batched
+    with torch.no_grad():
+        for a, b in zip(stock(x), ours(x), strict=True):
+            assert torch.equal(a, b)
+    _, expedited = build_pair(cluster_after=1)
+    assert list(expedited.state_dict()) == list(stock.state_dict())
+    assert {k: v.shape for k, v in expedited.state_dict().items()} == \
+        {k: v.shape for k, v in stock.state_dict().items()}
+
+
+@pytest.mark.parametrize("cluster_after,reconstruct_after", [
+    (1, None),   # the default: reconstructed after the stage's last block and its norm
+    (1, 3),      # reconstructed before the stage's last block
+    (0, 2),      # clustered right after the stage's patch embedding
+])
+def test_matches_the_method_written_out(cluster_after, reconstruct_after):
+    stock, ours = build_pair(cluster_after=cluster_after, reconstruct_after=reconstruct_after,
+                             cluster_grid=(7, 9), cluster_window=3, reconstruct_k=6)
+    x = torch.randn(2, 3, 176, 208)                       # stage 2: an 11 x 13 token map
+    clustering = TokenClustering((7, 9), window=3)
+    reconstruction = TokenReconstruction(k=6)
+    with torch.no_grad():
+        ref = reference(stock, x, 2, cluster_after, reconstruct_after or 4, clustering,
+                        reconstruction)
+        outs = ours(x)
+        plain = stock(x)
+    assert [tuple(o.shape) for o in outs] == [(2, 16, 44, 52), (2, 32, 22, 26),
+                                              (2, 32, 11, 13), (2, 64, 6, 7)]
+    for a, b in zip(outs, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # stages before the expedited one are stock bit for bit; the rest really changed
+    assert torch.equal(outs[0], plain[0]) and torch.equal(outs[1], plain[1])
+    assert not torch.allclose(outs[2], plain[2], atol=1e-3)
+
+
+def test_another_stage_and_a_ratio_grid():
+    stock, ours = build_pair(stage=1, cluster_after=0, cluster_grid=0.5)
+    x = torch.randn(1, 3, 128, 96)                        # stage 1: a 16 x 12 token map
+    with torch.no_grad():
+        ref = reference(stock, x, 1, 0, 1, TokenClustering((8, 6)), TokenReconstruction())
+        outs = ours(x)
+    assert torch.equal(outs[0], stock(x)[0])
+    for a, b in zip(outs, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_a_map_too_small_for_the_spatial_reduction_falls_back_with_one_warning():
+    # 40 x 40 pixels: stage 2 has 3 x 3 tokens, clustered to 2 x 2 (fewer tokens, enough
+    # for its 2 x 2 spatial reduction); 32 x 32: 2 x 2 tokens -> 1 x 1 centre, which it
+    # cannot reduce: the stock forward, one warning per model
+    stock, ours = build_pair(cluster_after=1)
+    with torch.no_grad():
+        assert not torch.allclose(ours(torch.ones(1, 3, 40, 40))[3],
+                                  stock(torch.ones(1, 3, 40, 40))[3])
+    assert_stock_fallback_once(stock, ours, torch.randn(1, 3, 32, 32),
+                               "1x1 centres, a map the attention's 2x2 spatial reduction")
+
+
+def test_gradients_reach_every_weight_through_the_clustered_blocks():
+    _, ours = build_pair(cluster_after=1)
+    ours.train()
+    sum(o.square().mean() for o in ours(torch.randn(2, 3, 96, 112))).backward()
+    stage = ours.layers[2][1]
+    for name, parameter in stage.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name

@@ -233,7 +233,7 @@ def probe_structure(cfg: Any, model: Any, shape: Sequence[int]) -> Structure:
         return Structure(kind, len(blocks), [f"backbone.stages.{stage}.blocks.{i}"
                                              for i in range(len(blocks))],
                          window_size=int(blocks[0].attn.window_size))
-    if kind == "pyramid":                       # MiT: layers[i] = (patch_embed, blocks, norm)
+    if kind == "pyramid":               # MiT, PVT: layers[i] = (patch_embed, blocks, norm)
         stage = backbone_cfg.get("stage", 2)
         if not 0 <= stage < len(backbone.layers):
             raise AutotuneError(f"model.backbone.stage={stage} but the backbone has "
@@ -243,9 +243,10 @@ def probe_structure(cfg: Any, model: Any, shape: Sequence[int]) -> Structure:
             conv = patch_embed.projection          # the stage's overlapping embedding
             (k, _), (s, _), (p, _) = conv.kernel_size, conv.stride, conv.padding
             h, w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-        blocks = backbone.layers[stage][1]
-        return Structure(kind, len(blocks), [f"backbone.layers.{stage}.1.{i}"
-                                             for i in range(len(blocks))], token_grid=(h, w))
+        steps = backbone.layers[stage][1]
+        before, blocks = backbone.split_blocks(steps)      # (PVT: a position embedding first)
+        return Structure(kind, len(blocks), [f"backbone.layers.{stage}.1.{i}" for i in
+                                             range(len(before), len(steps))], token_grid=(h, w))
     depth = len(backbone.layers)
     names = [f"backbone.layers.{i}" for i in range(depth)]
     if kind == "sam":

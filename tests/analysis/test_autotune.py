@@ -415,6 +415,23 @@ def test_other_backbones_end_to_end(tiny, tmp_path, capsys, which):
         assert tuple(backbone.cluster_grid) == tuple(int(v) for v in chosen["grid_hw"].split("x"))
 
 
+def test_a_pyramid_stage_is_read_for_the_search():
+    """PVT v1 (mmdet): the blocks of the clustered stage are named past its position
+    embedding, and the stage's token map is its patch embeddings' output at the size."""
+    import types
+
+    from mmengine.config import Config
+    from mmdet.registry import MODELS
+    cfg = Config(dict(model=dict(backbone=dict(type="ExpeditedPVT", stage=2))))
+    backbone = MODELS.build(dict(type="ExpeditedPVT", embed_dims=8, num_layers=[1, 1, 3, 1],
+                                 num_heads=[1, 1, 2, 2], pretrain_img_size=64))
+    structure = autotune.probe_structure(cfg, types.SimpleNamespace(backbone=backbone),
+                                         (100, 150))
+    assert structure.kind == "pyramid" and structure.depth == 3
+    assert structure.layer_names == [f"backbone.layers.2.1.{i}" for i in (1, 2, 3)]
+    assert structure.token_grid == (6, 9)        # 100 // 4 // 2 // 2, 150 // 4 // 2 // 2
+
+
 def test_hybrid_with_resnet_taps_offers_the_backbone_placement_only(tiny, tmp_path):
     """DPT's hybrid ViT returning ResNet stages too (its head reads several taps at full
     resolution) turns the logits placement down; without taps it takes both."""

@@ -40,6 +40,9 @@ BACKBONES = {
     "mit": ("mmseg", "ExpeditedMiT", MIT, dict(cluster_after=1, cluster_grid=(4, 5),
                                               cluster_window=3),
             [(1, 3, 128, 128), (2, 3, 112, 160)]),
+    "pvtv2": ("mmdet", "ExpeditedPVTv2", dict(MIT, mlp_ratios=[2] * 4),
+            dict(cluster_after=1, cluster_grid=(4, 5), cluster_window=3),
+            [(1, 3, 128, 128), (2, 3, 112, 160)]),
 }
 
 
@@ -169,7 +172,7 @@ def test_the_repository_documents_itself():
 @needs_fullgraph_compile
 @pytest.mark.parametrize("name,changes", [
     ("swin", {}), ("swin", dict(cluster_padding=False)), ("swinv2", {}), ("vit", {}),
-    ("mit", {})])
+    ("mit", {}), ("pvtv2", {})])
 def test_forward_compiles_into_one_graph(name, changes):
     """No per-call patching and shape-only index tables: dynamo traces the whole expedited
     forward without a graph break, and the compiled model gives the eager outputs."""

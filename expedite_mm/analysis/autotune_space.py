@@ -233,20 +233,26 @@ def probe_structure(cfg: Any, model: Any, shape: Sequence[int]) -> Structure:
         return Structure(kind, len(blocks), [f"backbone.stages.{stage}.blocks.{i}"
                                              for i in range(len(blocks))],
                          window_size=int(blocks[0].attn.window_size))
-    if kind == "pyramid":               # MiT, PVT: layers[i] = (patch_embed, blocks, norm)
+    if kind == "pyramid":               # MiT, PVT, Twins: stages of patch embedding + blocks
         stage = backbone_cfg.get("stage", 2)
-        if not 0 <= stage < len(backbone.layers):
+        if not 0 <= stage < len(backbone.patch_embeddings()):
             raise AutotuneError(f"model.backbone.stage={stage} but the backbone has "
-                                f"{len(backbone.layers)} stages")
+                                f"{len(backbone.patch_embeddings())} stages")
         h, w = shape
-        for patch_embed, _, _ in list(backbone.layers)[:stage + 1]:
-            conv = patch_embed.projection          # the stage's overlapping embedding
+        for patch_embed in list(backbone.patch_embeddings())[:stage + 1]:
+            # the stage's embedding: a conv, after mmcv's / mmseg's adaptive padding if any
+            pad = getattr(patch_embed, "adaptive_padding", None) or \
+                getattr(patch_embed, "adap_padding", None)
+            if pad is not None:
+                extra = pad.get_pad_shape((h, w))
+                h, w = h + extra[0], w + extra[1]
+            conv = patch_embed.projection
             (k, _), (s, _), (p, _) = conv.kernel_size, conv.stride, conv.padding
             h, w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-        steps = backbone.layers[stage][1]
-        before, blocks = backbone.split_blocks(steps)      # (PVT: a position embedding first)
-        return Structure(kind, len(blocks), [f"backbone.layers.{stage}.1.{i}" for i in
-                                             range(len(before), len(steps))], token_grid=(h, w))
+        _, blocks = backbone.split_blocks(backbone.stage_steps(stage))  # (PVT: position
+        names = {id(module): name for name, module in backbone.named_modules()}  # embedding)
+        return Structure(kind, len(blocks), [f"backbone.{names[id(block)]}" for block in blocks],
+                         token_grid=(h, w))
     depth = len(backbone.layers)
     names = [f"backbone.layers.{i}" for i in range(depth)]
     if kind == "sam":

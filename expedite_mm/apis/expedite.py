@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import os.path as osp
 import tempfile
 from dataclasses import dataclass
@@ -77,6 +78,18 @@ def default_cluster_after(depth: int) -> int:
     return max(1, min(depth - 1, int(DEFAULT_CLUSTER_AFTER_SHARE * depth + 0.5)))  # half up
 
 
+def required_settings(backbone_cfg: Mapping[str, Any]) -> dict:
+    """What an expedited backbone config needs beyond ``cluster_after`` to build: a
+    classification ViT whose output is not the class token (``out_type`` ``'raw'``,
+    ``'featmap'``, ``'avg_featmap'``: every patch token) reconstructs
+    (``reconstruct=True``)."""
+    family = BY_NAME[str(backbone_cfg["type"]).rpartition(".")[2]]
+    if family.kind == "classification" and \
+            backbone_cfg.get("out_type", "cls_token") != "cls_token":
+        return {"reconstruct": True}
+    return {}
+
+
 def load_stock(config: str) -> Config:
     """A config by path or by mmengine's package name (``mmseg::segmenter/....py``),
     loaded as a file inheriting it loads it (mmengine marks a package's model with its
@@ -102,13 +115,34 @@ def load_stock(config: str) -> Config:
 
 def build_backbone(backbone_cfg: Mapping[str, Any], scope: str) -> Any:
     """A backbone built with random weights from the registry of package ``scope``, in
-    that scope (as the config's ``default_scope`` would), every family registered."""
+    that scope (as the config's ``default_scope`` would), every family registered. A
+    ``pretrained`` key its class does not take is left out: it is its wrapper's
+    (mmpretrain's multimodal models pop it from their vision encoder and load it)."""
     from mmengine.registry import DefaultScope
     from ..registration import register_all_modules
     register_all_modules()
     registry = importlib.import_module(f"{scope}.registry").MODELS
     with DefaultScope.overwrite_default_scope(scope):
+        cls = registry.get(backbone_cfg["type"])
+        if "pretrained" in backbone_cfg and cls is not None and \
+                not _takes_argument(cls, "pretrained"):
+            backbone_cfg = {k: v for k, v in backbone_cfg.items() if k != "pretrained"}
         return registry.build(backbone_cfg)
+
+
+def _takes_argument(cls: type, name: str) -> bool:
+    """Whether ``cls(name=...)`` reaches an ``__init__`` that names ``name`` (through the
+    ``**kwargs`` of mixins and subclasses)."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters
+        if name in parameters:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return False
+    return False
 
 
 def clustered_depth(cfg: Config) -> int:
@@ -156,6 +190,7 @@ def expedite_config(config: str, cluster_after: Optional[int] = None,
     backbone = part.model.backbone
     family = BY_NAME[str(backbone.type)]
     settings = {} if cluster_after is None else {"cluster_after": cluster_after}
+    settings.update(required_settings(backbone))
     if size is not None:
         key = _SIZE_KEY[family.kind]
         if isinstance(size, (list, tuple)):
@@ -184,5 +219,5 @@ def expedite_config(config: str, cluster_after: Optional[int] = None,
 
 
 __all__ = ["ExpeditedConfig", "BACKBONE_PATHS", "DEFAULT_CLUSTER_AFTER_SHARE",
-           "find_backbone", "default_cluster_after", "build_backbone",
+           "find_backbone", "default_cluster_after", "required_settings", "build_backbone",
            "load_stock", "clustered_depth", "expedite_config"]

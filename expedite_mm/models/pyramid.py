@@ -1,6 +1,6 @@
 """What the pyramid transformers share: token clustering in one stage of a backbone built
-as stages of ``(patch embedding, blocks, norm)`` -- SegFormer's MiT (``mit.py``) and PVT /
-PVTv2 (``pvt.py``, ``pvtv2.py``); ``docs/method.md`` §4.8.
+as stages of ``(patch embedding, blocks, norm)`` -- SegFormer's MiT (``mit.py``), PVT /
+PVTv2 (``pvt.py``, ``pvtv2.py``) and Twins (``twins.py``); ``docs/method.md`` §4.8.
 
 Each stage embeds its input with a strided convolution, runs its blocks on the
 ``(B, H*W, C)`` tokens of that map and normalises them. The blocks need the map, not just
@@ -35,13 +35,14 @@ def _to_map(x: Tensor, hw: HW) -> Tensor:
 
 class PyramidStageTokens(GridTokens):
     """One pyramid stage: blocks take ``(x, hw)``; on the centres ``hw`` is their grid.
-    The stage's norm follows its last block (so the default reconstruction comes after
-    it, as the plain ViTs' after their final norm)."""
+    ``after_first`` (Twins' conditional position encoding, also ``(x, hw)``) follows the
+    first block; the stage's norm follows its last block (so the default reconstruction
+    comes after it, as the plain ViTs' after their final norm)."""
 
     def __init__(self, model: nn.Module, blocks: Sequence[nn.Module], norm: nn.Module,
-                 hw: HW) -> None:
+                 hw: HW, after_first: Optional[nn.Module] = None) -> None:
         super().__init__(model)
-        self.blocks, self.norm, self.hw = blocks, norm, hw
+        self.blocks, self.norm, self.hw, self.after_first = blocks, norm, hw, after_first
 
     def layers(self) -> Sequence[nn.Module]:
         return self.blocks
@@ -51,13 +52,15 @@ class PyramidStageTokens(GridTokens):
         if fewer is not None:
             return fewer
         # the attention's key/value map is the centres' map reduced by a stride-sr conv
-        sr = int(self.blocks[0].attn.sr_ratio)
+        sr = max(int(getattr(block.attn, "sr_ratio", 1)) for block in self.blocks)
         h, w = resolve_grid(self.model.clustering.grid, hw)
         return None if min(h, w) >= sr else (f"{h}x{w} centres, a map the attention's "
                                              f"{sr}x{sr} spatial reduction cannot take")
 
     def layer(self, index: int, block: nn.Module, x: Tensor, state) -> Tensor:
-        return block(x, self.hw if state is None else state.grid)
+        hw = self.hw if state is None else state.grid
+        x = block(x, hw)
+        return self.after_first(x, hw) if index == 0 and self.after_first is not None else x
 
     def after_layer(self, index: int, x: Tensor) -> Tensor:
         return self.norm(x) if index == len(self.blocks) - 1 else x
@@ -88,9 +91,17 @@ class PyramidExpediteMixin(ExpediteMixin):
             raise ValueError(f"stage must be an int in [0, {len(self.layers) - 1}] (0-based "
                              f"index of the stage to expedite), got {stage}")
         self.expedited_stage = stage
-        _, blocks = self.split_blocks(self.layers[stage][1])
+        _, blocks = self.split_blocks(self.stage_steps(stage))
         self._setup_expedite(len(blocks), self.expedite_args.grid.cluster_grid,
                              what=f"blocks of stage {stage}", allowed_reducers=GRID_REDUCERS)
+
+    def stage_steps(self, stage: int) -> Sequence[nn.Module]:
+        """The steps of stage ``stage`` after its patch embedding (MiT, PVT: ``layers[i][1]``)."""
+        return self.layers[stage][1]
+
+    def patch_embeddings(self) -> Sequence[nn.Module]:
+        """Every stage's patch embedding, in order (MiT, PVT: ``layers[i][0]``)."""
+        return [layer[0] for layer in self.layers]
 
     @staticmethod
     def split_blocks(steps: Sequence[nn.Module]) -> Tuple[Sequence[nn.Module],
@@ -117,17 +128,17 @@ class PyramidExpediteMixin(ExpediteMixin):
         return outs
 
     def _expedited_stage(self, x: Tensor, hw: HW, steps: Sequence[nn.Module],
-                         norm: nn.Module) -> Tensor:
+                         norm: nn.Module, after_first: Optional[nn.Module] = None) -> Tensor:
         """The stage's steps and norm with clustering (stock where ``hw`` is too small)."""
         before, blocks = self.split_blocks(steps)
         for step in before:
             x = step(x, hw)
-        adapter = PyramidStageTokens(self, blocks, norm, hw)
+        adapter = PyramidStageTokens(self, blocks, norm, hw, after_first)
         clustered = adapter.too_small(hw)
         if clustered is not None:
             warn_fallback(self, hw, clustered)
-            for block in blocks:
-                x = block(x, hw)
+            for index, block in enumerate(blocks):
+                x = adapter.layer(index, block, x, None)
             return norm(x)
         _, _, x = run_hourglass(adapter, x, hw, self.cluster_after, self.reconstruct_after)
         return x

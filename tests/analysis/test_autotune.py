@@ -417,19 +417,33 @@ def test_other_backbones_end_to_end(tiny, tmp_path, capsys, which):
 
 def test_a_pyramid_stage_is_read_for_the_search():
     """PVT v1 (mmdet): the blocks of the clustered stage are named past its position
-    embedding, and the stage's token map is its patch embeddings' output at the size."""
+    embedding, and the stage's token map is its patch embeddings' output at the size;
+    Twins keeps its stages in lists of its own."""
     import types
 
     from mmengine.config import Config
-    from mmdet.registry import MODELS
+
+    from expedite_mm.apis.expedite import build_backbone
     cfg = Config(dict(model=dict(backbone=dict(type="ExpeditedPVT", stage=2))))
-    backbone = MODELS.build(dict(type="ExpeditedPVT", embed_dims=8, num_layers=[1, 1, 3, 1],
-                                 num_heads=[1, 1, 2, 2], pretrain_img_size=64))
+    backbone = build_backbone(dict(type="ExpeditedPVT", embed_dims=8, num_layers=[1, 1, 3, 1],
+                                   num_heads=[1, 1, 2, 2], pretrain_img_size=64), "mmdet")
     structure = autotune.probe_structure(cfg, types.SimpleNamespace(backbone=backbone),
                                          (100, 150))
     assert structure.kind == "pyramid" and structure.depth == 3
     assert structure.layer_names == [f"backbone.layers.2.1.{i}" for i in (1, 2, 3)]
     assert structure.token_grid == (6, 9)        # 100 // 4 // 2 // 2, 150 // 4 // 2 // 2
+    # Twins SVT (mmseg): blocks in layers[i], embeddings in patch_embeds, adaptive padding
+    cfg = Config(dict(model=dict(backbone=dict(type="ExpeditedSVT", stage=2))))
+    backbone = build_backbone(dict(type="ExpeditedSVT", embed_dims=[8, 8, 16, 16],
+                                   num_heads=[1, 1, 2, 2], depths=[1, 1, 2, 1],
+                                   sr_ratios=[8, 4, 2, 1], windiow_sizes=[4] * 4,
+                                   mlp_ratios=[2] * 4), "mmseg")
+    structure = autotune.probe_structure(cfg, types.SimpleNamespace(backbone=backbone),
+                                         (100, 150))
+    assert structure.layer_names == ["backbone.layers.2.0", "backbone.layers.2.1"]
+    assert structure.token_grid == (7, 10)       # ceil(100 / 16), ceil(150 / 16)
+    with torch.no_grad():
+        assert backbone(torch.zeros(1, 3, 100, 150))[2].shape[2:] == (7, 10)
 
 
 def test_hybrid_with_resnet_taps_offers_the_backbone_placement_only(tiny, tmp_path):
@@ -721,14 +735,17 @@ def test_as_expedited_maps_stock_backbones_and_keeps_their_keys(tiny):
                                    ("mmseg", "BEiT", "ExpeditedBEiT"),
                                    ("mmseg", "MAE", "ExpeditedMAE"),
                                    ("mmpretrain", "VisionTransformer",
-                                    "ExpeditedVisionTransformer")]:
+                                    "ExpeditedVisionTransformer"),
+                                   ("mmpretrain", "ViTSAM", "ExpeditedViTSAM"),
+                                   ("mmseg", "MixVisionTransformer", "ExpeditedMiT"),
+                                   ("mmdet", "PyramidVisionTransformerV2", "ExpeditedPVTv2")]:
         cfg = Config(dict(default_scope=scope, model=dict(backbone=dict(type=given, depth=3)),
                           custom_imports=dict(imports=["mine"])))
         out, _ = as_expedited(cfg)
         assert out.model.backbone == dict(type=expected, depth=3)
         assert out.custom_imports["imports"] == ["mine", "expedite_mm"]
-    for scope, given in [("mmseg", "mmpretrain.VisionTransformer"), ("mmpretrain", "ViTSAM"),
-                         ("mmdet", "ResNet")]:
+    for scope, given in [("mmseg", "mmpretrain.VisionTransformer"),
+                         ("mmpretrain", "mmdet.SwinTransformer"), ("mmdet", "ResNet")]:
         with pytest.raises(ValueError, match="cannot be expedited; expedite-mm expedites"):
             as_expedited(Config(dict(default_scope=scope, model=dict(backbone=dict(type=given)))))
 

@@ -49,9 +49,9 @@ def test_the_sample_passes_where_a_family_covers_it_and_says_why_not_elsewhere(s
     detector = [r for r in rows if r.package == "mmdet"][0]
     assert detector.passed and detector.setting == "cluster_after=3"
     assert detector.input_size == "800x1333"                     # the config's own size
-    twins = by_config["twins"]
-    assert twins.transformer and not twins.converted and not twins.passed
-    assert twins.reason == "no family expedites PCPVT"
+    levit = by_config["levit"]
+    assert levit.transformer and not levit.converted and not levit.passed
+    assert levit.reason == "no family expedites LeViT"
     cnn = by_config["fcn"]
     assert (cnn.backbone_type, cnn.transformer, cnn.reason) == \
         ("ResNetV1c", False, "not a transformer backbone")
@@ -60,12 +60,12 @@ def test_the_sample_passes_where_a_family_covers_it_and_says_why_not_elsewhere(s
 def test_the_page_counts_and_explains(sample):
     rows, page = sample
     assert "| all | 8 | 7 | 6 | 5 |" in page
-    assert "| mmseg | `PCPVT` | 1 | 0 | 0 |  |" in page
+    assert "| mmpretrain | `LeViT` | 1 | 0 | 0 |  |" in page
     b2 = [r for r in rows if "mit-b2" in r.config][0]       # the passing one's ratio only
     assert (f"| mmseg | `MixVisionTransformer` | 2 | 2 | 1 | {b2.gflops_ratio:.3f}-"
             f"{b2.gflops_ratio:.3f} |") in page
-    assert ("| mmseg | `twins/twins_pcpvt-s_fpn_fpnhead_8xb4-80k_ade20k-512x512.py` | "
-            "`PCPVT` | no family expedites PCPVT |") in page
+    assert ("| mmpretrain | `levit/deploy/levit-128s_8xb256_in1k.py` | `LeViT` | no family "
+            "expedites LeViT |") in page
     assert "not a transformer backbone 1" in page and "`PCPVT`" in page
 
 
@@ -100,7 +100,10 @@ def test_a_config_that_hangs_or_overflows_or_does_not_parse_is_a_row_not_the_end
                     "--memory-gb", "0.2", "--no-flops", "--csv", str(big)],
                    check=True, cwd=ROOT, timeout=300)
     [row] = zoo.read_csv(str(big))
-    assert row.transformer and not row.passed and row.reason and row.seconds < 60, row
+    assert row.transformer and not row.passed and row.seconds < 60, row
+    # (named as such where torch's allocator or Python says so; a C extension may fail
+    # with a SystemError instead)
+    assert row.reason.startswith(("over the memory cap (0.2 GB)", "SystemError")), row
     broken, cfg = zoo.survey("mmseg", "segmenter/no_such_config.py")
     assert cfg is None and broken.reason.startswith("does not parse:")
     # a resumed walk keeps its rows and checks only the rest

@@ -137,8 +137,7 @@ def test_command_writes_the_file_and_refuses_in_one_line_writing_nothing(tmp_pat
         ("ExpeditedViT", 2, (4, 5))
     assert "stock_expedite.py: VisionTransformer -> ExpeditedViT" in capsys.readouterr().out
     refusals = {
-        "twins": ("mmseg::twins/twins_pcpvt-s_uperhead_8xb4-160k_ade20k-512x512.py",
-                  "'PCPVT'"),
+        "levit": ("mmpretrain::levit/deploy/levit-128s_8xb256_in1k.py", "'LeViT'"),
         "missing": ("mmseg::segmenter/no_such_config.py", "no config"),
         "expedited": (osp.join(osp.dirname(osp.dirname(osp.dirname(__file__))), "configs",
                                "segmenter", "segmenter_vit-b_expedite-a6-24x24_ade20k-"
@@ -217,3 +216,17 @@ def test_the_input_shape_is_read_from_the_zoos_test_pipelines():
             (dict(test_pipeline=[dict(type="Resize", scale=(1333, 800), keep_ratio=True)]),
              (800, 1333))]:
         assert default_input_shape(Config(dict(cfg, model=dict()))) == shape
+
+
+def test_mmpretrain_configs_the_zoo_walk_found_wanting(tmp_path):
+    """A multimodal model's vision encoder (LLaVA: nested at model.vision_encoder, its
+    ``pretrained`` key popped by the wrapper, ``out_type='raw'``: every patch token) gets
+    ``reconstruct=True`` and builds; mmpretrain's own SwinV2 resolves in mmpretrain."""
+    result = expedite_config("mmpretrain::llava/llava-7b-v1.5_caption.py")
+    assert result.backbone_path == "vision_encoder" and result.depth == 24
+    assert dict(result.settings) == {"cluster_after": 10, "reconstruct": True}
+    result = expedite_config("mmpretrain::swin_transformer_v2/swinv2-tiny-w8_16xb64_in1k-"
+                             "256px.py")
+    assert (result.expedited_type, result.depth) == ("ExpeditedSwinV2", 6)
+    cfg = load_config(write(tmp_path / "swinv2.py", result.text))
+    assert cfg.model.backbone.type == "ExpeditedSwinV2" and cfg.model._scope_ == "mmpretrain"

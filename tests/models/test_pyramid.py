@@ -1,6 +1,6 @@
 """The pyramid transformers against their stock classes (docs/method.md §4.8): SegFormer's
 MiT (mmseg ``MixVisionTransformer``), PVT and PVTv2 (mmdet ``PyramidVisionTransformer``,
-``...V2``). Disabled is the stock backbone bit for bit, the expedited stage is the method
+``...V2``), Twins (mmseg ``PCPVT``, ``SVT``). Disabled is the stock backbone bit for bit, the expedited stage is the method
 written out, and a centre map too small for the stage's spatial reduction falls back to
 stock."""
 import importlib
@@ -8,6 +8,7 @@ import importlib
 import pytest
 import torch
 from mmdet.models.backbones.pvt import AbsolutePositionEmbedding
+from torch import nn
 
 import expedite_mm
 
@@ -18,6 +19,8 @@ from harness import assert_stock_fallback_once
 # stage 2 has 4 blocks everywhere; sr_ratios (8, 4, 2, 1)
 SMALL = dict(embed_dims=16, num_layers=[1, 1, 4, 1], num_heads=[1, 2, 2, 4],
              out_indices=(0, 1, 2, 3))
+TWINS = dict(embed_dims=[16, 32, 32, 64], num_heads=[1, 2, 2, 4], depths=[1, 1, 4, 1],
+             mlp_ratios=[2, 2, 2, 2], sr_ratios=[8, 4, 2, 1], out_indices=(0, 1, 2, 3))
 # name: (registry, stock type, expedited type, stock arguments)
 BACKBONES = {
     "mit": ("mmseg", "MixVisionTransformer", "ExpeditedMiT", SMALL),
@@ -26,6 +29,11 @@ BACKBONES = {
             dict(SMALL, pretrain_img_size=128, mlp_ratios=[2, 2, 2, 2])),
     "pvtv2": ("mmdet", "PyramidVisionTransformerV2", "ExpeditedPVTv2",
               dict(SMALL, mlp_ratios=[2, 2, 2, 2])),
+    # Twins: a conditional position encoding after each stage's first block; SVT's stage
+    # alternates window attention (windows of 4) and global sub-sampled attention
+    "pcpvt": ("mmseg", "PCPVT", "ExpeditedPCPVT", TWINS),
+    "svt": ("mmseg", "SVT", "ExpeditedSVT", dict(TWINS, windiow_sizes=[4, 4, 4, 4],
+                                                 norm_after_stage=True)),
 }
 
 
@@ -43,15 +51,30 @@ def build_pair(name, **expedite):
     return stock, ours
 
 
+def stages(stock):
+    """Per stage of a stock backbone: (patch embedding, dropout after it, its steps, the
+    step after its first block, its norm)."""
+    if hasattr(stock, "patch_embeds"):                                     # Twins
+        for i in range(len(stock.depths)):
+            yield (stock.patch_embeds[i], stock.position_encoding_drops[i], stock.layers[i],
+                   stock.position_encodings[i],
+                   stock.norm_list[i] if stock.norm_after_stage else nn.Identity())
+    else:                                                                  # MiT, PVT
+        for patch_embed, steps, norm in stock.layers:
+            yield patch_embed, nn.Identity(), steps, None, norm
+
+
 def reference(stock, x, stage, cluster_after, reconstruct_after, clustering, reconstruction):
     """The method written out for one pyramid stage: a position embedding (PVT) on every
     token, the stage's blocks 1..alpha on the token map, clustering to the h x w centres,
-    blocks alpha+1..alpha+beta on the centres as an h x w map, reconstruction (after the
+    blocks alpha+1..alpha+beta on the centres as an h x w map (Twins' position encoding
+    after the first block on whichever map that block ran), reconstruction (after the
     stage's norm when alpha+beta = depth), the rest on the full map; the other stages
     stock."""
     outs = []
-    for index, (patch_embed, steps, norm) in enumerate(stock.layers):
+    for index, (patch_embed, drop, steps, after_first, norm) in enumerate(stages(stock)):
         x, hw = patch_embed(x)
+        x = drop(x)
         blocks = list(steps)
         if isinstance(blocks[0], AbsolutePositionEmbedding):
             x = blocks.pop(0)(x, hw)
@@ -61,6 +84,8 @@ def reference(stock, x, stage, cluster_after, reconstruct_after, clustering, rec
                 x, state = clustering(x, hw)
                 grid = clustering.grid
             x = block(x, grid)
+            if number == 1 and after_first is not None:
+                x = after_first(x, grid)
             if number == len(blocks):
                 x = norm(x)
             if state is not None and number == reconstruct_after:
@@ -140,7 +165,8 @@ def test_gradients_reach_every_weight_through_the_clustered_blocks(name):
     _, ours = build_pair(name, cluster_after=1)
     ours.train()
     sum(o.square().mean() for o in ours(torch.randn(2, 3, 96, 112))).backward()
-    for parameter_name, parameter in ours.layers[2][1].named_parameters():
+    stage = ours.stage_steps(2)
+    for parameter_name, parameter in stage.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, parameter_name
 
 

@@ -105,6 +105,16 @@ def _published_accuracy(model: dict) -> str:
                      + f" ({r['Dataset']}; {r['Source']})" for r in results) or "–"
 
 
+def _fidelity(model: dict) -> str:
+    """The token fidelity of the backbone's last output against the stock one (random
+    weights, ``tools/analysis/backbone_fidelity.py``), where the metafile records it."""
+    fidelity = model["Metadata"].get("Token Fidelity")
+    if not fidelity:
+        return "–"
+    return (f"{fidelity['Relative Error']:.3f} / {fidelity['Cosine']:.3f} "
+            f"({fidelity['Output']}, {fidelity['Input'][0]}×{fidelity['Input'][1]})")
+
+
 def latency_ratio(model: dict, root: str) -> Optional[dict]:
     """The measured CPU latency ratio of a model: its row of a CSV written by
     ``tools/analysis/benchmark.py --sizes ... --csv`` (with the machine and date the CSV
@@ -186,15 +196,18 @@ def model_zoo_markdown(meta: dict, root: str) -> str:
                 f"{collection['Code']} · equivalence to the release: {info['Equivalence']} · "
                 f"notes: [checkpoints.md]({prefix}{collection['README']})", "",
                 "| config | stock config | α, reduced to | GFLOPs stock → ours | ratio (backbone) "
-                "| published ratio | published accuracy | CPU latency ratio | weights | sha256 (first 8 hex, from the file name) |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                "| published ratio | published accuracy | CPU latency ratio | token fidelity "
+                "(rel. error / cosine, random weights) | weights | sha256 (first 8 hex, from the "
+                "file name) |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for m in models:
             md = m["Metadata"]
             alpha = f"a{md['Alpha']}, " if md.get("Alpha") else ""
             out.append(" | ".join([
                 f"| {_link(m['Config'], prefix)}", _link(md["Stock Config"], prefix),
                 f"{alpha}{md['Reduced To']}", _gflops(m), _ratio(m), _published_ratio(m),
-                _published_accuracy(m), _latency(m, root, prefix), _weights(m, prefix),
+                _published_accuracy(m), _latency(m, root, prefix), _fidelity(m),
+                _weights(m, prefix),
                 sha256_prefix(m["Weights"]) + " |"]))
         converters = sorted({m["Metadata"]["Converter"] for m in models
                              if "Converter" in m["Metadata"]})

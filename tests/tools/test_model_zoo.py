@@ -94,11 +94,13 @@ def test_every_config_is_in_the_metafile_or_an_alias():
 
 def _blocks_before_clustering(path: str) -> int:
     """N of the one aN rule, from the config: the transformer blocks of the whole backbone
-    that run before clustering (Swin / SwinV2 / MiT: the stages before ``stage`` +
-    ``cluster_after``)."""
+    that run before clustering (Swin / SwinV2 / MiT / PVT / Twins: the stages before
+    ``stage`` + ``cluster_after``)."""
     backbone = Config.fromfile(path).model.backbone
-    if backbone.type == "ExpeditedMiT":                # MiT: blocks per stage, num_layers
-        return sum(backbone.num_layers[:backbone.get("stage", 2)]) + backbone.cluster_after
+    stacks = backbone.get("num_layers")                # MiT, PVT: blocks per stage
+    if isinstance(stacks, (list, tuple)) or backbone.type in ("ExpeditedPCPVT", "ExpeditedSVT"):
+        stacks = stacks if isinstance(stacks, (list, tuple)) else backbone.depths   # Twins
+        return sum(stacks[:backbone.get("stage", 2)]) + backbone.cluster_after
     if "Swin" not in backbone.type:
         return backbone.cluster_after
     depths = backbone.get("depths")

@@ -12,3 +12,4 @@
 _base_ = 'mmdet::pvt/retinanet_pvt-m_fpn_1x_coco.py'
 custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
 model = dict(backbone=dict(type='ExpeditedPVT', cluster_grid=0.7, cluster_after=8))
+load_from = 'https://download.openmmlab.com/mmdetection/v2.0/pvt/retinanet_pvt-m_fpn_1x_coco/retinanet_pvt-m_fpn_1x_coco_20210831_103243-55effa1b.pth'

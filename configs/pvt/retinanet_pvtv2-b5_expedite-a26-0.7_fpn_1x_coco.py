@@ -11,3 +11,4 @@
 _base_ = 'mmdet::pvt/retinanet_pvtv2-b5_fpn_1x_coco.py'
 custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
 model = dict(backbone=dict(type='ExpeditedPVTv2', cluster_grid=0.7, cluster_after=17))
+load_from = 'https://download.openmmlab.com/mmdetection/v2.0/pvt/retinanet_pvtv2-b5_fpn_1x_coco/retinanet_pvtv2-b5_fpn_1x_coco_20210902_201800-3420eb57.pth'

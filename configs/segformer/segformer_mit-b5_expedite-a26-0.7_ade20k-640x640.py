@@ -14,3 +14,4 @@
 _base_ = 'mmseg::segformer/segformer_mit-b5_8xb2-160k_ade20k-640x640.py'
 custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
 model = dict(backbone=dict(type='ExpeditedMiT', stage=2, cluster_after=17, cluster_grid=0.7))
+load_from = 'https://download.openmmlab.com/mmsegmentation/v0.5/segformer/segformer_mit-b5_640x640_160k_ade20k/segformer_mit-b5_640x640_160k_ade20k_20210801_121243-41d2845b.pth'

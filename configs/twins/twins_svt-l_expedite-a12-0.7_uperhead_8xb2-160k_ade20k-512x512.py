@@ -11,3 +11,4 @@
 _base_ = 'mmseg::twins/twins_svt-l_uperhead_8xb2-160k_ade20k-512x512.py'
 custom_imports = dict(imports=['expedite_mm'], allow_failed_imports=False)
 model = dict(backbone=dict(type='ExpeditedSVT', cluster_grid=0.7, cluster_after=8))
+load_from = 'https://download.openmmlab.com/mmsegmentation/v0.5/twins/twins_svt-l_uperhead_8x2_512x512_160k_ade20k/twins_svt-l_uperhead_8x2_512x512_160k_ade20k_20211130_141005-3e2cae61.pth'

@@ -114,6 +114,8 @@ FAMILIES: Tuple[Family, ...] = (
     Family("ExpeditedVisionTransformer", "VisionTransformer", "mmpretrain",
            {"mmpretrain": _M + "vit_mmpretrain:ExpeditedVisionTransformer"},
            kind="classification"),
+    Family("ExpeditedDeiT3", "DeiT3", "mmpretrain",
+           {"mmpretrain": _M + "deit3:ExpeditedDeiT3"}, kind="classification"),
 )
 
 BY_NAME: Dict[str, Family] = {family.name: family for family in FAMILIES}

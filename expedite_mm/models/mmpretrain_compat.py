@@ -89,7 +89,8 @@ class ClsHeadStandIn(nn.Module):
     last item if it is a list), through ``pre_logits`` + ``act`` when ``hidden_dim`` is
     set, then the linear ``head``; ``predict`` sets ``pred_score`` (softmax) and
     ``pred_label`` (argmax) on mmpretrain ``DataSample``s; ``loss`` is the cross-entropy
-    (``loss=dict(type='CrossEntropyLoss', loss_weight=w)`` only).
+    (``loss=dict(type='CrossEntropyLoss', loss_weight=w)``, or ``LabelSmoothLoss`` in its
+    ``'original'`` mode: cross-entropy with ``label_smoothing``).
     """
 
     def __init__(self, num_classes: int, in_channels: int, hidden_dim: Optional[int] = None,
@@ -100,10 +101,17 @@ class ClsHeadStandIn(nn.Module):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         loss = dict(loss)
-        if loss.pop("type", None) != "CrossEntropyLoss" or set(loss) - {"loss_weight"}:
+        kind = loss.pop("type", None)
+        # LabelSmoothLoss 'original': the one-hot target mixed with the uniform one by
+        # label_smooth_val, which is cross-entropy's label_smoothing
+        smooth = kind == "LabelSmoothLoss" and loss.get("mode", "original") == "original" \
+            and not set(loss) - {"label_smooth_val", "mode", "loss_weight", "num_classes"}
+        if not (smooth or kind == "CrossEntropyLoss" and not set(loss) - {"loss_weight"}):
             raise ValueError(f"without torchvision the classification head supports "
-                             f"loss=dict(type='CrossEntropyLoss', loss_weight=...) only, "
-                             f"got {loss!r}")
+                             f"loss=dict(type='CrossEntropyLoss', loss_weight=...) and "
+                             f"dict(type='LabelSmoothLoss', label_smooth_val=..., "
+                             f"mode='original', loss_weight=...) only, got {dict(loss, type=kind)!r}")
+        self.label_smoothing = float(loss.get("label_smooth_val", 0.0))
         if act_cfg.get("type") != "Tanh":
             raise ValueError(f"without torchvision the classification head supports "
                              f"act_cfg=dict(type='Tanh') only, got {act_cfg!r}")
@@ -139,7 +147,8 @@ class ClsHeadStandIn(nn.Module):
     def loss(self, feats: Tuple, data_samples: List) -> dict:
         score = self(feats)
         target = torch.cat([sample.gt_label for sample in data_samples]).to(score.device)
-        return {"loss": self.loss_weight * F.cross_entropy(score, target)}
+        return {"loss": self.loss_weight * F.cross_entropy(score, target,
+                                                            label_smoothing=self.label_smoothing)}
 
     def predict(self, feats: Tuple, data_samples: Optional[List] = None) -> List:
         from mmpretrain.structures import DataSample

@@ -78,7 +78,7 @@ class ClassificationTokens(GridTokens):
         layer = self.model.layers[self.model.cluster_after]
         qkv = layer.attn.qkv
         return attention_guide(layer.ln1(x), qkv.weight, qkv.bias, layer.attn.num_heads,
-                               self.model.clustering.needs, self.model.with_cls_token)
+                               self.model.clustering.needs, self.model.cls_token is not None)
 
     def output(self, x: Tensor, hw):
         return self.model._format_output(x, hw)
@@ -117,9 +117,9 @@ class LayerwiseTokens(ClassificationTokens):
         return layer.ffn(layer.ln2(x), identity=x)
 
 
-class ExpeditedVisionTransformer(ExpediteMixin, VisionTransformer):
-    """mmpretrain's ``VisionTransformer`` with token clustering, or EViT/ToMe, for
-    classification (``docs/method.md`` §4.4).
+class ExpeditedVisionTransformerMixin(ExpediteMixin):
+    """Token clustering, or EViT/ToMe, in an mmpretrain ``VisionTransformer`` (or a
+    subclass: DeiT III) for classification (``docs/method.md`` §4.4).
 
     Takes every ``VisionTransformer`` argument, with the same state-dict keys, plus the
     expedite arguments of :data:`~expedite_mm.core.args.CLASSIFICATION_VIT`:
@@ -142,6 +142,8 @@ class ExpeditedVisionTransformer(ExpediteMixin, VisionTransformer):
 
     expedite_family = CLASSIFICATION_VIT
     adapter = ClassificationTokens
+    #: the adapter with ``layerwise_reducer`` (EViT / ToMe inside the layers)
+    layerwise_adapter = LayerwiseTokens
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -149,14 +151,14 @@ class ExpeditedVisionTransformer(ExpediteMixin, VisionTransformer):
         self._setup_expedite(depth, self.expedite_args.grid.cluster_grid, what="layers")
         self.layerwise = self.expedite_args.build_layerwise(depth)
         if self.layerwise is not None:
-            self.adapter = LayerwiseTokens
+            self.adapter = self.layerwise_adapter
         clusters_only = self.clustering is not None and self.reconstruct_after is None
         if (clusters_only or self.layerwise is not None) and self.out_type != "cls_token":
             what = "clustering only (reconstruct=False)" if clusters_only else "layerwise_reducer"
             raise ValueError(f"out_type={self.out_type!r} needs every patch token, which "
                              f"{what} does not keep; use out_type='cls_token' or cluster "
                              f"with reconstruct=True")
-        self._check_class_token(self.with_cls_token)
+        self._check_class_token(self.cls_token is not None)
 
     @property
     def expedited(self) -> bool:
@@ -167,5 +169,11 @@ class ExpeditedVisionTransformer(ExpediteMixin, VisionTransformer):
         return super().forward(inputs) if result is None else tuple(result[0])
 
 
-__all__ = ["ExpeditedVisionTransformer", "ClassificationTokens", "LayerwiseTokens",
+class ExpeditedVisionTransformer(ExpeditedVisionTransformerMixin, VisionTransformer):
+    """mmpretrain's ``VisionTransformer`` with token clustering, or EViT/ToMe, for
+    classification (:class:`ExpeditedVisionTransformerMixin`)."""
+
+
+__all__ = ["ExpeditedVisionTransformer", "ExpeditedVisionTransformerMixin",
+           "ClassificationTokens", "LayerwiseTokens",
            "layer_attention"]

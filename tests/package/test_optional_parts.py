@@ -55,7 +55,8 @@ load_from = None
         needs = {{"expedite_mm.analysis.flops", "expedite_mm.utils.flops",
                   "expedite_mm.models.swin_mmdet", "expedite_mm.models.pvt",
                   "expedite_mm.models.pvtv2", "expedite_mm.models.swinv2", "expedite_mm.models.vit_sam",
-                  "expedite_mm.models.vit_mmpretrain", "expedite_mm.models.mmpretrain_compat"}}
+                  "expedite_mm.models.vit_mmpretrain", "expedite_mm.models.deit3",
+                  "expedite_mm.models.mmpretrain_compat"}}
         names = [m.name for m in pkgutil.walk_packages(expedite_mm.__path__, "expedite_mm.")]
         assert needs <= set(names), needs - set(names)
         for name in sorted(set(names) - needs):

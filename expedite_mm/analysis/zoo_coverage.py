@@ -393,6 +393,12 @@ def markdown(rows: Sequence[Row], command: str, seconds: Optional[float] = None)
         t = [r for r in mine if r.transformer]
         lines.append(f"| {package} | {len(mine)} | {len(t)} | {sum(r.converted for r in t)} | "
                      f"{sum(r.passed for r in t)} |")
+    ratios = sorted(r.gflops_ratio for r in rows if r.passed and r.gflops_ratio is not None)
+    if ratios:
+        middle = len(ratios) // 2
+        median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+        lines += ["", f"The default rule's backbone GFLOPs ratio over the {len(ratios)} passing "
+                  f"configs: median {median:.3f}, from {ratios[0]:.3f} to {ratios[-1]:.3f}."]
     lines += ["", "## By backbone type (transformers)", "",
               "| package | type | configs | converted | passing | GFLOPs ratio (min-max) |",
               "| --- | --- | ---: | ---: | ---: | --- |"]

@@ -60,6 +60,9 @@ def test_the_sample_passes_where_a_family_covers_it_and_says_why_not_elsewhere(s
 def test_the_page_counts_and_explains(sample):
     rows, page = sample
     assert "| all | 8 | 7 | 6 | 5 |" in page
+    ratios = sorted(r.gflops_ratio for r in rows if r.passed)
+    assert (f"over the 5 passing configs: median {ratios[2]:.3f}, from {ratios[0]:.3f} to "
+            f"{ratios[-1]:.3f}.") in page
     assert "| mmpretrain | `LeViT` | 1 | 0 | 0 |  |" in page
     b2 = [r for r in rows if "mit-b2" in r.config][0]       # the passing one's ratio only
     assert (f"| mmseg | `MixVisionTransformer` | 2 | 2 | 1 | {b2.gflops_ratio:.3f}-"

@@ -229,14 +229,16 @@ def _check(row: Row, cfg: Any, small: Tuple[int, int], count_flops: bool) -> Non
     try:
         shape = default_input_shape(cfg)
     except ValueError:
-        shape = tuple(backbone.get("img_size") or (224, 224))
+        shape = backbone.get("img_size") or (224, 224)
     shape = (shape, shape) if isinstance(shape, int) else tuple(shape)
-    x = torch.rand(1, 3, *small)
+    channels = backbone.get("in_channels", 3)          # (change detection: two images, 6)
+    channels = channels if isinstance(channels, int) else 3
+    x = torch.rand(1, channels, *small)
     with torch.no_grad():
         try:
             reference = flatten_outputs(stock(x))
         except (AssertionError, RuntimeError, ValueError):   # too small for the stock model
-            x = torch.rand(1, 3, *shape)                    # (e.g. a window above its map)
+            x = torch.rand(1, channels, *shape)             # (e.g. a window above its map)
             reference = flatten_outputs(stock(x))
         same = flatten_outputs(disabled(x))
         fast = flatten_outputs(expedited(x))
@@ -250,7 +252,7 @@ def _check(row: Row, cfg: Any, small: Tuple[int, int], count_flops: bool) -> Non
         from .flops import count_flops as fvcore_count
         row.input_size = f"{shape[0]}x{shape[1]}"
         del disabled
-        full = torch.rand(1, 3, *shape)
+        full = torch.rand(1, channels, *shape)
         stock_flops = fvcore_count(stock, (full,)).total
         del stock
         expedited_flops = fvcore_count(expedited, (full,)).total
@@ -383,9 +385,10 @@ def markdown(rows: Sequence[Row], command: str, seconds: Optional[float] = None)
     walked = sorted({r.package for r in rows})
     versions = ", ".join(f"{p} {importlib.metadata.version(_DISTRIBUTIONS.get(p, p))}"
                          for p in walked)
-    lines += [f"Packages walked: {versions}." + (f" Walk time: {seconds / 60:.1f} min for "
-                                                  f"{len(rows)} configs, on 2 CPU cores."
-                                                  if seconds is not None else ""), ""]
+    lines += [f"Packages walked: {versions}." + (
+        f" Walk time: {seconds / 60:.1f} min for {len(rows)} configs on 2 CPU cores (a "
+        f"resumed walk counts its kept rows by the time their checks took)."
+        if seconds is not None else ""), ""]
     lines += ["| package | configs | transformer backbone | converted | passing |",
               "| --- | ---: | ---: | ---: | ---: |"]
     for package in sorted({r.package for r in rows}) + ["all"]:

@@ -256,12 +256,19 @@ def default_input_shape(cfg: Config) -> Tuple[int, int]:
 
 def inference_pipeline(cfg: Config) -> List[dict]:
     """The steps of the config's test pipeline (through dataset wrappers; a concatenation's
-    first dataset), else its top-level ``test_pipeline``."""
+    first dataset), else its top-level ``test_pipeline``; a video pipeline's per-frame
+    steps (``TransformBroadcaster``) follow their wrapper."""
     loader = cfg.get("test_dataloader") or {}
     dataset = loader.get("dataset") or {}
     while "pipeline" not in dataset and (dataset.get("dataset") or dataset.get("datasets")):
         dataset = dataset.get("dataset") or dataset["datasets"][0]          # wrappers
-    return list(dataset.get("pipeline") or cfg.get("test_pipeline") or [])
+    steps = []
+    for step in dataset.get("pipeline") or cfg.get("test_pipeline") or []:
+        steps.append(step)                    # and the steps a wrapper runs on every frame
+        if isinstance(step, dict) and step.get("type", "").rpartition(".")[2] == \
+                "TransformBroadcaster":
+            steps.extend(step.get("transforms") or [])
+    return steps
 
 
 def synthetic_batch(model: torch.nn.Module, shape: Tuple[int, int], batch_size: int = 1,

@@ -116,6 +116,8 @@ FAMILIES: Tuple[Family, ...] = (
            kind="classification"),
     Family("ExpeditedDeiT3", "DeiT3", "mmpretrain",
            {"mmpretrain": _M + "deit3:ExpeditedDeiT3"}, kind="classification"),
+    Family("ExpeditedDistilledViT", "DistilledVisionTransformer", "mmpretrain",
+           {"mmpretrain": _M + "deit:ExpeditedDistilledViT"}, kind="classification"),
 )
 
 BY_NAME: Dict[str, Family] = {family.name: family for family in FAMILIES}

@@ -1,6 +1,8 @@
-"""ExpeditedDeiT3 against mmpretrain's DeiT3 (docs/method.md §4.4): DeiT III's embedding
-(positions on the patch tokens before the class token joins them, no pre-norm) with the
-classification ViT's clustering, written out."""
+"""ExpeditedDeiT3 and ExpeditedDistilledViT against mmpretrain's DeiT3 and
+DistilledVisionTransformer (docs/method.md §4.4): their embeddings (DeiT III: positions on
+the patch tokens before the class token joins them, no pre-norm; DeiT: a distillation token
+beside the class token) with the classification ViT's clustering, written out."""
+import pytest
 import torch
 
 import expedite_mm
@@ -94,3 +96,43 @@ def test_tome_inside_the_layers_runs_after_deit3s_embedding():
         torch.testing.assert_close(ours(x)[0], stock(x)[0], atol=1e-5, rtol=1e-5)
         _, merging = pair(layerwise_reducer=dict(type="ToMe", r=4))
         assert merging(x)[0].shape == (2, 32)
+
+
+# --------------------------------------------------------------------------- DeiT (distilled)
+def test_distilled_deit_keeps_both_extra_tokens_aside():
+    """DeiT's distillation token joins the class token aside from clustering; both are
+    read from the centres' layers, as the stock model returns them; disabled is stock."""
+    arguments = dict(arch="deit-tiny", img_size=64, patch_size=8)
+    torch.manual_seed(0)
+    stock = MODELS.build(dict(type="DistilledVisionTransformer", **arguments))
+    ours = MODELS.build(dict(type="ExpeditedDistilledViT", **arguments))
+    expedited = MODELS.build(dict(type="ExpeditedDistilledViT", cluster_after=2,
+                                  cluster_grid=(5, 4), **arguments))
+    for model in (stock, ours, expedited):
+        model.eval()
+    ours.load_state_dict(stock.state_dict(), strict=True)
+    expedited.load_state_dict(stock.state_dict(), strict=True)
+    x = torch.randn(2, 3, 72, 56)
+    with torch.no_grad():
+        for a, b in zip(stock(x)[0], ours(x)[0], strict=True):
+            assert torch.equal(a, b)
+        # written out: layers 1-2 on all tokens, the patch tokens clustered, the rest and the
+        # final norm on [class, distillation, centres]
+        tokens, hw = stock.patch_embed(x)
+        t = torch.cat((stock.cls_token.expand(2, -1, -1), stock.dist_token.expand(2, -1, -1),
+                       tokens), dim=1)
+        t = t + stock.resize_pos_embed(stock.pos_embed, stock.patch_resolution, hw,
+                                       num_extra_tokens=2)
+        for number, layer in enumerate(stock.layers, start=1):
+            t = layer(t)
+            if number == 2:
+                centres, _ = TokenClustering((5, 4), temperature=1.0)(t[:, 2:], hw)
+                t = torch.cat((t[:, :2], centres), dim=1)
+        t = stock.ln1(t)
+        cls_token, dist_token = expedited(x)[0]
+    torch.testing.assert_close(cls_token, t[:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(dist_token, t[:, 1], atol=1e-5, rtol=1e-5)
+    for changes in (dict(cluster_after=2, reducer=dict(type="EViT")),
+                    dict(layerwise_reducer=dict(type="ToMe", r=4))):
+        with pytest.raises(ValueError, match="assume one class token"):
+            MODELS.build(dict(type="ExpeditedDistilledViT", **arguments, **changes))

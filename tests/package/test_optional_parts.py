@@ -56,6 +56,7 @@ load_from = None
                   "expedite_mm.models.swin_mmdet", "expedite_mm.models.pvt",
                   "expedite_mm.models.pvtv2", "expedite_mm.models.swinv2", "expedite_mm.models.vit_sam",
                   "expedite_mm.models.vit_mmpretrain", "expedite_mm.models.deit3",
+                  "expedite_mm.models.deit",
                   "expedite_mm.models.mmpretrain_compat"}}
         names = [m.name for m in pkgutil.walk_packages(expedite_mm.__path__, "expedite_mm.")]
         assert needs <= set(names), needs - set(names)

@@ -265,8 +265,8 @@ def inference_pipeline(cfg: Config) -> List[dict]:
     steps = []
     for step in dataset.get("pipeline") or cfg.get("test_pipeline") or []:
         steps.append(step)                    # and the steps a wrapper runs on every frame
-        if isinstance(step, dict) and step.get("type", "").rpartition(".")[2] == \
-                "TransformBroadcaster":
+        if isinstance(step, dict) and \
+                str(step.get("type")).rpartition(".")[2] == "TransformBroadcaster":
             steps.extend(step.get("transforms") or [])
     return steps
 

@@ -183,14 +183,21 @@ class StageArgs(Part):
 
     Args:
         stage: 0-based index of the stage whose tokens are clustered (default 2, the
-            third: the deepest of Swin's and MiT's); ``cluster_after`` / ``reconstruct_after``
+            third: the deepest of Swin's, MiT's, PVT's and Twins'); ``cluster_after`` / ``reconstruct_after``
             count its blocks. The paper counts alpha over all blocks: its Swin-L (depths 2,
             2, 18, 2) alpha=10 is ``stage=2, cluster_after=6``.
     """
 
-    belongs_to: ClassVar[str] = ("hierarchical backbones (Swin, SwinV2, MiT); this "
-                                 "backbone has one stack of layers")
+    belongs_to: ClassVar[str] = ("hierarchical backbones (Swin, SwinV2, MiT, PVT, Twins); "
+                                 "this backbone has one stack of layers")
     stage: int = checked(2, lambda value, name: _stage(value, name))
+
+    def index_among(self, stages: int) -> int:
+        """``stage``, checked against a backbone of ``stages`` stages."""
+        if self.stage >= stages:
+            raise ValueError(f"stage must be an int in [0, {stages - 1}] (0-based index of "
+                             f"the stage to expedite), got {self.stage}")
+        return self.stage
 
 
 @dataclass(frozen=True)

@@ -86,10 +86,7 @@ class PyramidExpediteMixin(ExpediteMixin):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        stage = self.expedite_args.stages.stage
-        if stage >= len(self.layers):
-            raise ValueError(f"stage must be an int in [0, {len(self.layers) - 1}] (0-based "
-                             f"index of the stage to expedite), got {stage}")
+        stage = self.expedite_args.stages.index_among(len(self.layers))
         self.expedited_stage = stage
         _, blocks = self.split_blocks(self.stage_steps(stage))
         self._setup_expedite(len(blocks), self.expedite_args.grid.cluster_grid,

@@ -190,15 +190,11 @@ class WindowExpediteMixin(ExpediteMixin):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         windows, stages = self.expedite_args.windows, self.expedite_args.stages
-        depths = [len(stage.blocks) for stage in self.stages]
-        if stages.stage >= len(depths):
-            raise ValueError(f"stage must be an int in [0, {len(depths) - 1}] (0-based index "
-                             f"of the stage to expedite), got {stages.stage}")
-        stage = self.stages[stages.stage]
+        stage = self.stages[stages.index_among(len(self.stages))]
         window_size = stage.blocks[0].attn.window_size
         k = windows.resolve_k(window_size)      # default 12 -> 8 (the paper's Swin)
         self.expedited_stage, self.window_size, self.clustered_window_size = stages.stage, window_size, k
-        self._setup_expedite(depths[stages.stage], (k, k),
+        self._setup_expedite(len(stage.blocks), (k, k),
                              what=f"blocks of stage {stages.stage}", allowed_reducers=GRID_REDUCERS)
         if self.expedited:
             self.stages[stages.stage] = self.expedited_stage_class(stage, StagePlan(
